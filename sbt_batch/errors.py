@@ -1,0 +1,31 @@
+"""Errors that reach the user as one line, and the exit codes the CLI uses."""
+
+from __future__ import annotations
+
+# Exit codes shared by every command (batch jobs and scripts rely on them).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a UserError: bad input, bad option, unreachable service
+EXIT_USAGE = 2  # click/typer usage errors
+EXIT_SKIPPED_BAD = 3  # convert --skip-bad finished but skipped some inputs
+EXIT_INCOMPLETE = 4  # collect: the run has failed or missing tasks
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpoint written after SIGTERM; requeue the task
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, reported as one line without a traceback."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class InputFileError(UserError):
+    """A named input file is missing, unreadable or malformed."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem

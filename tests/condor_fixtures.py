@@ -1,0 +1,1 @@
+"""Pytest fixtures for the local condor service (filled in by the batch work)."""

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the local slurm service (filled in by the batch work)."""
