@@ -13,7 +13,7 @@ import typer
 
 from sbt_batch.cli import batch, convert, demo, image, kinematics, train  # noqa: F401  (register commands)
 from sbt_batch.cli.app import app
-from sbt_batch.errors import EXIT_FAILURE, UserError
+from sbt_batch.errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 __all__ = ["app", "main"]
 
@@ -25,13 +25,20 @@ def _fail(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI, turning UserError into a one-line error and its exit code (never a traceback)."""
+    """Run the CLI; usage errors and UserError become one ``error:`` line and an exit code, never a traceback."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="sbt-batch")  # standalone: usage errors exit 2 by themselves
+        result = command.main(args=argv, prog_name="sbt-batch", standalone_mode=False)
     except UserError as exc:
         _fail(str(exc), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", EXIT_FAILURE)
+    except typer.TyperException as exc:  # click's usage errors (bad option value, missing argument, ...)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(f"{exc.format_message()}{hint}", getattr(exc, "exit_code", EXIT_USAGE))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(EXIT_FAILURE)
+    sys.exit(result if isinstance(result, int) else 0)
