@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from sbt_batch import __version__
@@ -32,4 +34,6 @@ def root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
 ) -> None:
     """Convert gFEX ntuples, train and export CNNs, and run it all as batch jobs."""
+    # TensorFlow's C++ INFO/WARNING lines drown what people read; -vv brings them back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose >= 2 else "2")
     setup_logging(verbose)

@@ -1,5 +1,286 @@
-"""CLI commands: batch (placeholder; commands are registered on sbt_batch.cli.app.app)."""
+"""CLI commands: submit (convert/train/evaluate/train-tabular), status, collect, resubmit, cancel, runs, task run."""
 
 from __future__ import annotations
 
-from sbt_batch.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from sbt_batch.cli.app import app
+from sbt_batch.errors import UserError
+
+submit_app = typer.Typer(
+    help="Submit a batch run (convert, train, evaluate, train-tabular) to the local machine, Slurm or HTCondor.",
+    no_args_is_help=True,
+)
+task_app = typer.Typer(help="Commands that batch jobs run (not for direct use).", no_args_is_help=True)
+app.add_typer(submit_app, name="submit", rich_help_panel="Batch")
+app.add_typer(task_app, name="task", hidden=True)
+
+PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+# Options shared by every submit command.
+O_BACKEND = typer.Option(None, "--backend", "-b", help="local (default), slurm or condor.")
+O_SITE = typer.Option(None, "--site", help="Site profile: a YAML path or a name in ~/.config/sbt-batch/.")
+O_NAME = typer.Option(None, "--name", help="Run name (default: the command); the run directory is NAME-<UTC time>.")
+O_RUNS_DIR = typer.Option(None, "--runs-dir", help="Where run directories go (default $SBT_BATCH_RUNS or ./runs).")
+O_IMAGE = typer.Option(None, "--image", help="Run each task inside this container image.")
+O_BIND = typer.Option(None, "--bind", help="Path bound into the container (repeatable).")
+O_PARTITION = typer.Option(None, "--partition", help="Slurm partition.")
+O_ACCOUNT = typer.Option(None, "--account", help="Slurm account.")
+O_TIME = typer.Option(None, "--time", help="Wall time per task: MINUTES, HH:MM:SS or D-HH:MM:SS.")
+O_MEM = typer.Option(None, "--mem", help="Memory per task, e.g. 4G.")
+O_CPUS = typer.Option(None, "--cpus", help="CPUs per task.")
+O_GPUS = typer.Option(None, "--gpus", help="GPUs per task.")
+O_MAX_RUNNING = typer.Option(None, "--max-running", help="At most N tasks at once (Slurm %N throttle, local pool size).")
+O_TEMPLATE = typer.Option(None, "--template", help="Your own copy of the backend's job template.")
+O_EXTRA = typer.Option(None, "--directive", help="Extra scheduler directive, e.g. --directive=--qos=short (repeatable).")
+O_AFTER = typer.Option(None, "--after", help="Start only after this run completed successfully.")
+O_HOLD = typer.Option(False, "--hold", help="Submit held (Slurm: release with scontrol release).", hidden=True)
+O_DRY = typer.Option(False, "--dry-run", help="Print the job script and the task table; submit nothing.")
+
+
+
+def _do_submit(kind: str, tasks_fn, opts: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+    import dataclasses
+
+    from sbt_batch.batch.submit import SubmitOptions, submit_new_run
+
+    fields = {f.name for f in dataclasses.fields(SubmitOptions)}
+    submit_new_run(kind, tasks_fn, SubmitOptions(**{k: v for k, v in opts.items() if k in fields}), options or {})
+
+
+@submit_app.command("convert")
+def submit_convert(
+    inputs: list[str] = typer.Argument(..., help="Input ntuples (files, directories, globs or @list files)."),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where parts/ and the merged HDF5 go."),
+    files_per_job: int = typer.Option(1, "--files-per-job", "-k", help="Input files per task."),
+    convert_args: str = typer.Option("", "--convert-args", help="Extra `sbt-batch convert` options for every task, e.g. '--eta-max 2.7'."),
+    backend: Optional[str] = O_BACKEND,
+    site: Optional[str] = O_SITE,
+    name: Optional[str] = O_NAME,
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+    image: Optional[str] = O_IMAGE,
+    bind: Optional[list[str]] = O_BIND,
+    partition: Optional[str] = O_PARTITION,
+    account: Optional[str] = O_ACCOUNT,
+    time: Optional[str] = O_TIME,
+    mem: Optional[str] = O_MEM,
+    cpus: Optional[int] = O_CPUS,
+    gpus: Optional[int] = O_GPUS,
+    max_running: Optional[int] = O_MAX_RUNNING,
+    template: Optional[Path] = O_TEMPLATE,
+    directive: Optional[list[str]] = O_EXTRA,
+    after: Optional[str] = O_AFTER,
+    hold: bool = O_HOLD,
+    dry_run: bool = O_DRY,
+) -> None:
+    """Convert ntuples to HDF5 as a batch run: one task per --files-per-job inputs."""
+    from sbt_batch.batch.kinds import convert_tasks
+    from sbt_batch.batch.submit import resolve_inputs
+
+    import shlex
+
+    opts = dict(locals())
+    out = output_dir.absolute()
+    files = resolve_inputs(inputs)
+    try:
+        extra = shlex.split(convert_args)
+    except ValueError as exc:
+        raise UserError(f"--convert-args: {exc}") from None
+    _do_submit("convert", lambda: convert_tasks(files, files_per_job, out, extra, cpus or 1), opts, {"output_dir": str(out), "merged": str(out / "merged.h5"), "make_dirs": [str(out / "parts")]})
+
+
+def _single(kind: str, ctx: typer.Context, opts: dict[str, Any]) -> None:
+    from sbt_batch.batch.kinds import single_task
+
+    argv = list(ctx.args)
+    _do_submit(kind, lambda: single_task(kind, argv), opts)
+
+
+@submit_app.command("train", context_settings=PASS)
+def submit_train(
+    ctx: typer.Context,
+    backend: Optional[str] = O_BACKEND,
+    site: Optional[str] = O_SITE,
+    name: Optional[str] = O_NAME,
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+    image: Optional[str] = O_IMAGE,
+    bind: Optional[list[str]] = O_BIND,
+    partition: Optional[str] = O_PARTITION,
+    account: Optional[str] = O_ACCOUNT,
+    time: Optional[str] = O_TIME,
+    mem: Optional[str] = O_MEM,
+    cpus: Optional[int] = O_CPUS,
+    gpus: Optional[int] = O_GPUS,
+    max_running: Optional[int] = O_MAX_RUNNING,
+    template: Optional[Path] = O_TEMPLATE,
+    directive: Optional[list[str]] = O_EXTRA,
+    after: Optional[str] = O_AFTER,
+    hold: bool = O_HOLD,
+    dry_run: bool = O_DRY,
+) -> None:
+    """Submit one `sbt-batch train ...` task; put the training options after `--`."""
+    _single("train", ctx, {k: v for k, v in locals().items() if k != "ctx"})
+
+
+@submit_app.command("evaluate", context_settings=PASS)
+def submit_evaluate(
+    ctx: typer.Context,
+    backend: Optional[str] = O_BACKEND,
+    site: Optional[str] = O_SITE,
+    name: Optional[str] = O_NAME,
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+    image: Optional[str] = O_IMAGE,
+    bind: Optional[list[str]] = O_BIND,
+    partition: Optional[str] = O_PARTITION,
+    account: Optional[str] = O_ACCOUNT,
+    time: Optional[str] = O_TIME,
+    mem: Optional[str] = O_MEM,
+    cpus: Optional[int] = O_CPUS,
+    gpus: Optional[int] = O_GPUS,
+    max_running: Optional[int] = O_MAX_RUNNING,
+    template: Optional[Path] = O_TEMPLATE,
+    directive: Optional[list[str]] = O_EXTRA,
+    after: Optional[str] = O_AFTER,
+    hold: bool = O_HOLD,
+    dry_run: bool = O_DRY,
+) -> None:
+    """Submit one `sbt-batch evaluate ...` task; put the evaluation options after `--`."""
+    _single("evaluate", ctx, {k: v for k, v in locals().items() if k != "ctx"})
+
+
+@submit_app.command("train-tabular", context_settings=PASS)
+def submit_train_tabular(
+    ctx: typer.Context,
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Training output; repeat i goes to DIR/repeat-i."),
+    repeats: int = typer.Option(1, "--repeats", help="Independent trainings, one task each."),
+    backend: Optional[str] = O_BACKEND,
+    site: Optional[str] = O_SITE,
+    name: Optional[str] = O_NAME,
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+    image: Optional[str] = O_IMAGE,
+    bind: Optional[list[str]] = O_BIND,
+    partition: Optional[str] = O_PARTITION,
+    account: Optional[str] = O_ACCOUNT,
+    time: Optional[str] = O_TIME,
+    mem: Optional[str] = O_MEM,
+    cpus: Optional[int] = O_CPUS,
+    gpus: Optional[int] = O_GPUS,
+    max_running: Optional[int] = O_MAX_RUNNING,
+    template: Optional[Path] = O_TEMPLATE,
+    directive: Optional[list[str]] = O_EXTRA,
+    after: Optional[str] = O_AFTER,
+    hold: bool = O_HOLD,
+    dry_run: bool = O_DRY,
+) -> None:
+    """Submit --repeats `sbt-batch train-tabular ... --repeat-index i` tasks; options after `--`."""
+    from sbt_batch.batch.kinds import repeat_tasks
+
+    argv = list(ctx.args)
+    out = output_dir.absolute()
+    opts = {k: v for k, v in locals().items() if k not in {"ctx", "output_dir", "repeats", "argv", "repeat_tasks", "out"}}
+    _do_submit("train-tabular", lambda: repeat_tasks("train-tabular", argv, repeats, out), opts, {"output_dir": str(out), "repeats": repeats, "make_dirs": [str(out)]})
+
+
+@app.command("status", rich_help_panel="Batch")
+def status(
+    run: str = typer.Argument(..., help="Run directory, or a run name (newest run of that name)."),
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until no task is queued or running."),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task rows as JSON."),
+) -> None:
+    """Show each task's state, exit code, host and duration (one scheduler query per run)."""
+    from sbt_batch.batch.show import show_status
+
+    show_status(run, runs_dir, watch=watch, interval=interval, as_json=as_json)
+
+
+@app.command("collect", rich_help_panel="Batch")
+def collect(
+    run: str = typer.Argument(..., help="Run directory or run name."),
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Merge what is there even if tasks failed."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Merged output (convert: default OUTPUT_DIR/merged.h5)."),
+) -> None:
+    """Check every task's outputs, merge them, and list failed or missing tasks (exit 4 when incomplete)."""
+    from sbt_batch.batch.collect import collect_run
+    from sbt_batch.batch.run import Run
+
+    collect_run(Run.open(run, runs_dir), allow_partial=allow_partial, output=output)
+
+
+@app.command("resubmit", rich_help_panel="Batch")
+def resubmit(
+    run: str = typer.Argument(..., help="Run directory or run name."),
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+    failed: bool = typer.Option(False, "--failed", help="Tasks that failed, were cancelled, timed out or were lost."),
+    missing: bool = typer.Option(False, "--missing", help="Tasks that never ran or were never submitted."),
+    unfinished: bool = typer.Option(False, "--unfinished", help="Both (the default)."),
+    time: Optional[str] = typer.Option(None, "--time", help="New wall time for the resubmitted tasks."),
+    mem: Optional[str] = typer.Option(None, "--mem", help="New memory for the resubmitted tasks."),
+) -> None:
+    """Submit only the failed and/or missing tasks again, as one new array in the same run."""
+    from sbt_batch.batch.submit import resubmit_cli
+
+    if not (failed or missing):
+        failed = missing = True
+    resubmit_cli(run, runs_dir, failed=failed or unfinished, missing=missing or unfinished, time=time, mem=mem)
+
+
+@app.command("cancel", rich_help_panel="Batch")
+def cancel(
+    run: str = typer.Argument(..., help="Run directory or run name."),
+    runs_dir: Optional[Path] = O_RUNS_DIR,
+) -> None:
+    """Cancel the run's queued and running tasks."""
+    from sbt_batch.batch.core import cancel_run
+    from sbt_batch.batch.run import Run
+    from sbt_batch.console import console
+
+    the_run = Run.open(run, runs_dir)
+    cancelled = cancel_run(the_run)
+    console.print(f"cancelled {len(cancelled)} task(s) of {the_run.path.name}" if cancelled else "nothing to cancel")
+
+
+@app.command("runs", rich_help_panel="Batch")
+def runs(runs_dir: Optional[Path] = O_RUNS_DIR) -> None:
+    """List the runs with a one-line state each."""
+    from sbt_batch.batch.show import show_runs
+
+    show_runs(runs_dir)
+
+
+@task_app.command("run")
+def task_run(run_dir: Path = typer.Argument(...), index: int = typer.Argument(...)) -> None:
+    """Run task INDEX of RUN_DIR and record tasks/INDEX/state.json (what every batch job executes)."""
+    from sbt_batch.batch.task import run_task
+
+    code = run_task(run_dir, index)
+    raise typer.Exit(code)
+
+
+@task_app.command("probe", context_settings=PASS)
+def task_probe(
+    ctx: typer.Context,
+    sleep: float = typer.Option(0.0, "--sleep", help="Seconds to sleep before exiting."),
+    exit_code: int = typer.Option(0, "--exit", help="Exit code to return."),
+    done_if: Optional[Path] = typer.Option(None, "--done-if", help="Exit 0 at once when this file exists."),
+) -> None:
+    """Print the arguments, host and directory as JSON, then sleep and exit (to test a batch system)."""
+    import json
+    import os
+    import socket
+    import time as _time
+
+    print(json.dumps({"args": list(ctx.args), "host": socket.gethostname(), "cwd": os.getcwd()}), flush=True)
+    if done_if is not None and done_if.exists():
+        raise typer.Exit(0)
+    deadline = _time.monotonic() + sleep
+    while _time.monotonic() < deadline:
+        if done_if is not None and done_if.exists():
+            raise typer.Exit(0)
+        _time.sleep(min(0.5, max(0.0, deadline - _time.monotonic())))
+    raise typer.Exit(exit_code)

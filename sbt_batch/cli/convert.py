@@ -1,5 +1,108 @@
-"""CLI commands: convert (placeholder; commands are registered on sbt_batch.cli.app.app)."""
+"""CLI commands: convert (gFEX ntuples to HDF5) and sample-ntuples (ntuples in the real layout)."""
 
 from __future__ import annotations
 
-from sbt_batch.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sbt_batch.cli.app import app
+
+PANEL = "Data"
+
+
+@app.command("convert", rich_help_panel=PANEL)
+def convert_cmd(
+    inputs: list[str] = typer.Argument(..., help="Input ntuples: files, directories (their *.root), globs or @list.txt.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Output HDF5 file (written atomically).", show_default=False),
+    tree: str = typer.Option("mytree", "--tree", help="Event TTree or RNTuple."),
+    maps_tree: str = typer.Option("maps", "--maps-tree", help="Tree with one entry of gTowerEta/gTowerPhi."),
+    eta_max: float = typer.Option(2.4, "--eta-max", help="Keep towers with |eta| <= this (2.4: 24 rows; 2.7: 28 rows)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local dask worker processes [default: the cores, at most one per file; in-process below 200 MB of towers]; 1 converts in-process."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (tcp://HOST:PORT)."),
+    step_size: str = typer.Option("100MB", "--step-size", help="Read this much (or this many entries) per step; bounds memory."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable inputs, list them, and exit with code 3."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Start dask workers as batch jobs: slurm or condor (dask-jobqueue)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Number of batch jobs for --cluster."),
+) -> None:
+    """Convert gFEX ntuples (TTree or RNTuple) to HDF5 images gTowerEt (N, rows, cols) and offlineRho (N,)."""
+    from sbt_batch.convert import convert
+    from sbt_batch.errors import EXIT_SKIPPED_BAD
+
+    result = convert(
+        inputs, output, tree=tree, maps_tree=maps_tree, eta_max=eta_max, workers=workers, scheduler=scheduler,
+        step_size=step_size, skip_bad=skip_bad, cluster=cluster, jobs=jobs, show_progress=True,
+    )  # fmt: skip
+    print_summary(result)
+    if result.skipped:
+        raise typer.Exit(EXIT_SKIPPED_BAD)
+
+
+def print_summary(result) -> None:
+    """Print a rich summary of a :class:`~sbt_batch.convert.ConvertResult` (and the skipped files)."""
+    from rich.table import Table
+
+    from sbt_batch.console import console
+
+    table = Table(title="convert", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    size = result.output.stat().st_size if result.output.exists() else 0
+    rows, cols = result.shape
+    table.add_row("output", f"{result.output} ({size / 1e6:.1f} MB)")
+    table.add_row("events", f"{result.events:,}")
+    table.add_row("files", f"{len(result.files)} converted, {len(result.skipped)} skipped")
+    table.add_row("grid", f"{rows} x {cols} (|eta| <= {result.eta_max:g})")
+    table.add_row("workers", str(result.workers))
+    table.add_row("time", f"{result.seconds:.2f} s ({result.rate:,.0f} events/s)")
+    console.print(table)
+    if result.skipped:
+        bad = Table(title="skipped inputs", title_justify="left")
+        bad.add_column("file", overflow="fold")
+        bad.add_column("reason", overflow="fold")
+        for path, reason in result.skipped:
+            bad.add_row(path, reason)
+        console.print(bad)
+
+
+@app.command("sample-ntuples", rich_help_panel=PANEL)
+def sample_ntuples_cmd(
+    out_dir: Path = typer.Argument(..., help="Directory for the ROOT files (created if needed).", show_default=False),
+    kind: Optional[str] = typer.Option(None, "--kind", help="signal (ZvvHbb-like, central b-jets) or background (JZ0W-like)."),
+    files: int = typer.Option(1, "--files", help="Number of files."),
+    events: Optional[int] = typer.Option(None, "--events", help="Events per file [default: 1000]; with --from-hdf5, caps the total."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (files are reproducible)."),
+    from_hdf5: Optional[Path] = typer.Option(None, "--from-hdf5", help="Embed the images of this converted HDF5 file (exact round trip)."),
+    compression: str = typer.Option("zlib:1", "--compression", help="zlib, lz4, zstd, lzma or none, optionally :LEVEL."),
+    rntuple: bool = typer.Option(False, "--rntuple", help="Write RNTuples instead of TTrees."),
+    shuffle_towers: bool = typer.Option(False, "--shuffle-towers", help="Store the towers in a random order (maps shuffled alike)."),
+    basket_events: int = typer.Option(1000, "--basket-events", help="Events per TTree basket."),
+) -> None:
+    """Write gFEX ntuples in the real layout (mytree: gTowerEt float[1184], Kt4EMTopoEventShape_Density; maps)."""
+    from rich.table import Table
+
+    from sbt_batch.console import console
+    from sbt_batch.errors import UserError
+    from sbt_batch.ntuples import ETA_MAX_FOR_ROWS, embed_hdf5, make_sample_ntuples
+
+    written: list[tuple[Path, int]] = []
+    common = dict(seed=seed, compression=compression, rntuple=rntuple, shuffle_towers=shuffle_towers,
+                  basket_events=basket_events, on_file=lambda p, n: written.append((p, n)))  # fmt: skip
+    if from_hdf5 is not None:
+        embed_hdf5(from_hdf5, out_dir, files=files, events=events, **common)
+        note = "convert back with --eta-max " + ", ".join(f"{e} ({r} rows)" for r, e in ETA_MAX_FOR_ROWS.items())
+    else:
+        if kind is None:
+            raise UserError("--kind: required (signal or background) unless --from-hdf5 is given")
+        make_sample_ntuples(out_dir, kind, files, 1000 if events is None else events, **common)
+        note = ""
+    table = Table(title="sample-ntuples", title_justify="left")
+    table.add_column("file")
+    table.add_column("events", justify="right")
+    table.add_column("MB", justify="right")
+    for path, n in written:
+        table.add_row(str(path), f"{n:,}", f"{path.stat().st_size / 1e6:.1f}")
+    console.print(table)
+    if note:
+        console.print(note)

@@ -1,5 +1,140 @@
-"""CLI commands: train (placeholder; commands are registered on sbt_batch.cli.app.app)."""
+"""CLI commands: train, evaluate, compare, export (thin wrappers; TensorFlow is imported inside)."""
 
 from __future__ import annotations
 
-from sbt_batch.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from sbt_batch.cli.app import app
+from sbt_batch.console import console
+
+_FILES = "HDF5 file from 'sbt-batch convert'; repeat the option, give a comma list or quote a glob ('data/*.hdf5')."
+
+
+@app.command("train")
+def train_cmd(
+    signal: Optional[list[str]] = typer.Option(None, "--signal", "-s", help=f"Signal (label 1) {_FILES}"),
+    background: Optional[list[str]] = typer.Option(None, "--background", "-b", help=f"Background (label 0) {_FILES}"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name: 1c, 2c, 1c1m, 2c2m (default), 2c2m-dropout."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory to create."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML job spec (jobs/train-gfex.yaml); flags override it."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [10]."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size [64]."),
+    seed: Optional[int] = typer.Option(None, help="Seed for split, shuffling and weights [1]."),
+    rows: Optional[str] = typer.Option(None, help="Eta rows START:STOP, e.g. 0:26 [auto: drop rows zero in every event]."),
+    split: Optional[str] = typer.Option(None, help="Train,val,test fractions [0.5,0.45,0.05]."),
+    max_events: Optional[int] = typer.Option(None, help="At most this many events per class (seeded subset)."),
+    norm: Optional[str] = typer.Option(None, help="none | log1p | standardize (default; train-split mean/std) | max."),
+    negative: Optional[str] = typer.Option(None, help="Negative ET: clip (default, set to 0) | keep."),
+    log1p_scale: Optional[float] = typer.Option(None, help="log1p(ET/scale), scale in MeV [1000]."),
+    rgb: Optional[bool] = typer.Option(None, "--rgb/--grey", help="Viridis RGB input (rows,32,3) as for JPEG/DNNDK."),
+    output: Optional[str] = typer.Option(None, help="Output layer: softmax (2 classes, default) | sigmoid."),
+    optimizer: Optional[str] = typer.Option(None, help="adam (default) | sgd | rmsprop | adadelta | adagrad | nadam."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate [optimizer default: adam 1e-3, sgd 1e-2]."),
+    lr_schedule: Optional[str] = typer.Option(None, help="constant (default) | exp: lr * lr-decay^epoch."),
+    lr_decay: Optional[float] = typer.Option(None, help="Decay factor per epoch for --lr-schedule exp [0.7]."),
+    balance: Optional[str] = typer.Option(None, help="weights (default, class weights) | oversample | none."),
+    early_stopping: Optional[int] = typer.Option(None, help="Stop after N epochs without val_loss improvement."),
+    keep_best: Optional[bool] = typer.Option(None, "--keep-best/--keep-last", help="Save the best-val_loss weights as model.keras."),
+    cache: Optional[str] = typer.Option(None, help="auto (default: memory when it fits) | memory | stream."),
+    cache_limit_mb: Optional[int] = typer.Option(None, help="Largest in-memory cache for --cache auto [2048]."),
+    window_batches: Optional[int] = typer.Option(None, help="Batches per read and shuffle window, capped at 32 MB [64]."),
+    parallel_reads: Optional[int] = typer.Option(None, help="Concurrent window reads [4]."),
+    prefetch: Optional[int] = typer.Option(None, help="Batches prefetched [2]."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop each epoch after N steps (smoke tests)."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--fast", help="TF op determinism [on]."),
+    resume: Optional[Path] = typer.Option(None, help="Continue RUN_DIR from its last checkpoint (same weights as uninterrupted)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar per epoch."),
+) -> None:
+    """Train a gFEX CNN (signal vs background) and write a run directory.
+
+    Exit code 75 means SIGTERM arrived: a checkpoint was saved; requeue with --resume RUN_DIR.
+    """
+    from sbt_batch.train import train
+
+    opts: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("config", "resume", "train") and v is not None}
+    for key in ("signal", "background"):
+        if key in opts and not opts[key]:
+            del opts[key]
+    if "out" in opts:
+        opts["out"] = str(opts["out"])
+    if resume is not None:
+        result = train(resume=str(resume), **{k: v for k, v in opts.items() if k not in ("signal", "background")})
+    else:
+        result = train(spec=config, **opts)
+    last = result.history[-1] if result.history else {}
+    console.print(f"wrote {result.run_dir}/model.keras"
+                  + (f" (val_accuracy {last.get('val_accuracy', float('nan')):.4f})" if last else ""))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by 'sbt-batch train'."),
+    signal: Optional[list[str]] = typer.Option(None, "--signal", "-s", help="Evaluate on these signal files instead of the test split."),
+    background: Optional[list[str]] = typer.Option(None, "--background", "-b", help="... and these background files."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [RUN_DIR/eval]."),
+) -> None:
+    """Accuracy, baseline error, ROC/AUC, rejection at 50%/80% signal efficiency, plots and metrics.json."""
+    from sbt_batch.data import expand_paths
+    from sbt_batch.evaluate import evaluate_run
+
+    sig = expand_paths(signal or [], "--signal")
+    bkg = expand_paths(background or [], "--background")
+    if bool(sig) != bool(bkg):
+        from sbt_batch.errors import UserError
+
+        raise UserError("evaluate: give both --signal and --background files, or neither (test split)")
+    m = evaluate_run(run_dir, sig or None, bkg or None, out)
+    _print_table([{"run": str(run_dir), **m}], title=f"{run_dir} ({m['evaluated_on']}, {m['events']} events)")
+
+
+@app.command("compare")
+def compare_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories to compare."),
+    out: Path = typer.Option(Path("compare"), "--out", "-o", help="Output folder for roc and baseline_error plots."),
+) -> None:
+    """Overlay ROC curves, draw the baseline-error bar chart and print a table."""
+    from sbt_batch.evaluate import compare_runs
+
+    rows = compare_runs(run_dirs, out)
+    _print_table(rows, title="comparison (test split)")
+    console.print(f"plots: {out}/roc.png, {out}/baseline_error.png (and .pdf)")
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by 'sbt-batch train'."),
+    format: str = typer.Option(..., "--format", "-f", help="savedmodel | frozen-pb | onnx | jpeg."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [RUN_DIR/export]."),
+    max_images: Optional[int] = typer.Option(None, help="jpeg: at most N images per split."),
+) -> None:
+    """Export a trained model (SavedModel, frozen graph, ONNX) or its JPEG image sets."""
+    from sbt_batch.export import export_run
+
+    info = export_run(run_dir, format, out, max_images)
+    console.print(f"wrote {info['path']}")
+    if "inputs" in info:
+        console.print(f"input nodes:  {', '.join(info['inputs'])}  shape {info['input_shape']}")
+        console.print(f"output nodes: {', '.join(info['outputs'])}  shape {info['output_shape']}")
+    if "nodes" in info:
+        console.print(f"node names stored in {info['nodes']}")
+    if "images" in info:
+        console.print(f"{info['images']} images, labels in {info['labels']}")
+
+
+def _print_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("model/run", "AUC", "accuracy", "baseline error %", "rej@50%", "rej@80%"):
+        table.add_column(col, justify="left" if col == "model/run" else "right")
+    for r in rows:
+        table.add_row(str(r.get("label") or r.get("model") or r.get("run")), _f(r.get("auc"), 4), _f(r.get("accuracy"), 4),
+                      _f(r.get("baseline_error_percent"), 2), _f(r.get("rejection_at_50"), 1), _f(r.get("rejection_at_80"), 1))
+    console.print(table)
+
+
+def _f(v: Any, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"

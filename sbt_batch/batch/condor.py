@@ -1,0 +1,520 @@
+"""HTCondor backend: the ``htcondor2`` bindings submit every task in ONE ``queue task from`` submission.
+
+Two modes (site profile ``condor: {spool: true|false}``):
+
+* **shared filesystem** (default): the run directory is visible at the same path on the execute
+  nodes; jobs write ``tasks/<i>/state.json`` and their outputs in place, and the job event log
+  ``logs/condor-<n>.log`` gives the scheduler-side state (no ``condor_history`` needed).
+* **spool** (no shared filesystem): each task gets a folder ``spool/<n>/<i>/`` with a copy of the
+  manifest whose argv points at ``inputs/`` and ``outputs/``; HTCondor transfers it in, the task
+  runs in its scratch directory (``sbt-batch task run . INDEX``), and ``status``/``collect``
+  retrieve the finished jobs' files from the schedd and move state files and outputs into place.
+
+Job ids are ``<ClusterId>.<ProcId>``; the proc of each task index is kept in the submission record.
+``--image`` becomes ``container_image`` (``universe = container``) or, with the profile's
+``condor: {image_style: singularity}``, ``+SingularityImage``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sbt_batch.batch.backend import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    HELD,
+    PENDING,
+    RUNNING,
+    TIMEOUT,
+    Backend,
+    JobState,
+    register_backend,
+)
+from sbt_batch.batch.run import MANIFEST, Run
+from sbt_batch.batch.templates import Raw, find_template, render_template
+from sbt_batch.config import check_keys
+from sbt_batch.console import log
+from sbt_batch.errors import UserError
+
+TEMPLATE = "job.sub.j2"
+SPOOL_DIR = "spool"
+# Keys of the site profile's `condor:` mapping.
+CONDOR_KEYS = {
+    "spool": "true: no shared filesystem; transfer inputs and outputs through the schedd",
+    "image_style": "container_image (default) or singularity (+SingularityImage)",
+    "schedd": "name of the schedd to submit to (default: the local one)",
+    "pool": "collector host:port used to locate the schedd",
+    "universe": "universe for jobs without an image (default vanilla)",
+}
+# JobStatus codes of the job ClassAd.
+_IDLE, _RUNNING, _REMOVED, _COMPLETED, _HELD, _TRANSFERRING, _SUSPENDED = 1, 2, 3, 4, 5, 6, 7
+_HOLD_SPOOLING = 16  # "Spooling input data files": held only while spool() transfers the inputs
+_HOLD_DURATION = (46, 47)  # allowed_job_duration / allowed_execute_duration exceeded
+
+
+# ---- quoting for submit descriptions ------------------------------------------------------------
+
+
+def _check_line(text: str, what: str) -> str:
+    if any(c in text for c in "\n\r\0"):
+        raise UserError(f"{what}: {text!r} contains a newline or NUL, which an HTCondor submit file cannot carry")
+    return text
+
+
+def macro_escape(text: str) -> str:
+    """Protect ``$`` from submit-file macro expansion (``$`` -> ``$(DOLLAR)``)."""
+    return text.replace("$", "$(DOLLAR)")
+
+
+def quote_word(word: str) -> str:
+    """One word of the new (double-quoted) arguments/environment syntax."""
+    word = word.replace('"', '""')
+    if word == "" or any(c in word for c in " \t'"):
+        word = "'" + word.replace("'", "''") + "'"
+    return word
+
+
+def quote_arguments(words: Iterable[object]) -> Raw:
+    """A submit-file ``arguments`` value that reaches the job as exactly ``words``."""
+    words = [_check_line(str(w), "argument") for w in words]
+    return Raw(macro_escape('"' + " ".join(quote_word(w) for w in words) + '"'))
+
+
+def classad_string(text: str) -> Raw:
+    """A ClassAd string literal for ``+Attr = value`` lines."""
+    _check_line(text, "value")
+    return Raw(macro_escape('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'))
+
+
+def submit_path(path: str | os.PathLike[str], what: str) -> Raw:
+    """A path as a plain submit-file value (no quoting exists: reject what cannot be written)."""
+    text = _check_line(str(path), what)
+    if text != text.strip():
+        raise UserError(f"{what}: {text!r} starts or ends with whitespace, which HTCondor would drop")
+    return Raw(macro_escape(text))
+
+
+# ---- the backend --------------------------------------------------------------------------------
+
+
+def condor_settings(run: Run) -> dict[str, Any]:
+    """The run's validated ``condor:`` settings from the site profile."""
+    settings = dict(run.manifest.get("condor") or {})
+    check_keys(settings, CONDOR_KEYS, "site profile 'condor'")
+    if not isinstance(settings.get("spool", False), bool):
+        raise UserError("site profile 'condor': 'spool' must be true or false")
+    style = settings.get("image_style", "container_image")
+    if style not in {"container_image", "singularity"}:
+        raise UserError(f"site profile 'condor': 'image_style' must be container_image or singularity, got {style!r}")
+    return settings
+
+
+def _error(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def _htcondor():
+    try:
+        import htcondor2
+    except ImportError:
+        raise UserError("condor: the htcondor Python bindings are missing (pip install 'htcondor>=25')") from None
+    return htcondor2
+
+
+def _submission_number(run: Run) -> int:
+    return run.submissions[-1]["number"] if run.submissions else 1
+
+
+def _job_id(cluster: int, proc: int) -> str:
+    return f"{cluster}.{proc}"
+
+
+def _split_id(job_id: str) -> tuple[int, int] | None:
+    head, _, tail = job_id.partition(".")
+    return (int(head), int(tail)) if head.isdigit() and tail.isdigit() else None
+
+
+@register_backend("condor")
+class CondorBackend(Backend):
+    """Submit runs to an HTCondor schedd through the htcondor2 bindings."""
+
+    script_name = "condor.sub"
+
+    def check(self) -> None:
+        """Fail with one line when the htcondor2 bindings are not installed."""
+        _htcondor()
+
+    # ---- rendering ---------------------------------------------------------------------------
+    def context(self, run: Run, indices: Sequence[int]) -> dict[str, Any]:
+        """The values the submit template sees, each already quoted for HTCondor."""
+        settings = condor_settings(run)
+        spool = bool(settings.get("spool"))
+        res = run.resources
+        number = _submission_number(run)
+        after = run.manifest.get("after") or {}
+        if isinstance(after, dict) and after.get("job_ids"):
+            raise UserError("--after: the condor backend cannot wait for other jobs (use a DAGMan workflow); submit once that run completed")
+        image = run.manifest.get("image")
+        image_settings: dict[str, Raw] = {}
+        if image:
+            from sbt_batch.images import condor_image_settings
+
+            for key, value in condor_image_settings(image, settings.get("image_style", "container_image")).items():
+                if key.startswith("+"):
+                    image_settings[key] = Raw(macro_escape(_check_line(value, "--image")))
+                else:
+                    image_settings[key] = submit_path(value, "--image")
+        command = list(run.sbt_command)
+        if not command:
+            raise UserError("sbt_command: empty")
+        argv = [*(run.manifest.get("launcher") or []), *command]
+        # An absolute program runs directly; a bare name is looked up on the job's PATH by env.
+        if Path(argv[0]).is_absolute():
+            executable, args = argv[0], argv[1:]
+        else:
+            executable, args = "/usr/bin/env", argv
+        run_dir = "." if spool else str(run.path)
+        env = {
+            "SBT_BATCH_JOB_ID": Raw("$(ClusterId).$(ProcId)"),
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            **{str(k): str(v) for k, v in (run.manifest.get("env") or {}).items()},
+        }
+        env_words = []
+        for key, value in env.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise UserError(f"env: {key!r} is not a valid variable name")
+            # Raw values are submit-file macros ($(ClusterId)) and must expand; others are literal.
+            env_words.append(f"{key}={value}" if isinstance(value, Raw) else macro_escape(quote_word(f"{key}={_check_line(value, 'env')}")))
+        environment = Raw('"' + " ".join(env_words) + '"')
+        spool_base = run.path / SPOOL_DIR / str(number)
+        return {
+            "run_name": Raw(" ".join(run.name.split())),
+            "submission": number,
+            "ntasks": len(indices),
+            "mode": Raw("spool" if spool else "shared-filesystem"),
+            "spool": spool,
+            "universe": Raw("container" if image and "container_image" in image_settings else settings.get("universe", "vanilla")),
+            "executable": submit_path(executable, "sbt_command"),
+            "arguments": Raw(quote_arguments([*args, "task", "run", run_dir]).removesuffix('"') + ' $(task)"'),
+            "initialdir": Raw(submit_path(spool_base, "run directory") + "/$(task)") if spool else submit_path(run.path, "run directory"),
+            # relative to initialdir: HTCondor cannot write an event log whose path has a space
+            "log": Raw("condor.log" if spool else f"logs/condor-{number}.log"),
+            "output": Raw("condor.out" if spool else f"logs/condor-{number}-$(task).out"),
+            "error": Raw("condor.err" if spool else f"logs/condor-{number}-$(task).err"),
+            "environment": environment,
+            "cpus": int(res.get("cpus") or 1),
+            "mem_mb": res.get("mem_mb"),
+            "gpus": int(res.get("gpus") or 0),
+            "time_seconds": res.get("time_seconds"),
+            "accounting_group": submit_path(res["accounting_group"], "accounting_group") if res.get("accounting_group") else None,
+            "image_settings": image_settings,
+            "max_running": res.get("max_running"),
+            "hold": bool(res.get("hold")),
+            "run_classad": classad_string(str(run.path)),
+            "extra_directives": [Raw(_check_line(str(line), "extra_directives")) for line in run.manifest.get("extra_directives") or []],
+            "indices": [int(i) for i in indices],
+        }
+
+    def render(self, run: Run, indices: Sequence[int]) -> str:
+        """The submit description for ``indices``."""
+        path = find_template("condor", TEMPLATE, run.manifest.get("template"))
+        return render_template(path, self.context(run, indices))
+
+    # ---- scheduler access --------------------------------------------------------------------
+    def _schedd(self, run: Run):
+        htcondor2 = _htcondor()
+        settings = condor_settings(run)
+        try:
+            if settings.get("schedd") or settings.get("pool"):
+                collector = htcondor2.Collector(settings.get("pool")) if settings.get("pool") else htcondor2.Collector()
+                ad = collector.locate(htcondor2.DaemonType.Schedd, settings["schedd"]) if settings.get("schedd") else collector.locate(htcondor2.DaemonType.Schedd)
+                return htcondor2.Schedd(ad)
+            return htcondor2.Schedd()
+        except Exception as exc:  # the bindings raise HTCondorException/RuntimeError/ValueError
+            raise UserError(f"condor: cannot reach the schedd ({_error(exc)})") from None
+
+    def submit(self, run: Run, indices: Sequence[int]) -> dict[int, str]:
+        """Render, save and submit all ``indices`` in one ``queue task from`` submission."""
+        htcondor2 = _htcondor()
+        spool = bool(condor_settings(run).get("spool"))
+        indices = sorted(indices)
+        text = self.render(run, indices)
+        script = run.write_script(self.script_name_for(run), text, executable=False)
+        number = _submission_number(run)
+        if spool:
+            self._stage(run, number, indices)
+        try:
+            description = htcondor2.Submit(text)
+        except Exception as exc:
+            raise UserError(f"{script}: invalid submit description ({_error(exc)})") from None
+        schedd = self._schedd(run)
+        try:
+            result = schedd.submit(description, spool=spool)
+        except Exception as exc:
+            raise UserError(f"condor: submit failed ({_error(exc)})") from None
+        cluster = result.cluster()
+        if result.num_procs() != len(indices):
+            self._remove(schedd, [f"{cluster}"], "sbt-batch: wrong number of jobs")
+            raise UserError(f"condor: the schedd made {result.num_procs()} jobs for {len(indices)} tasks (edited template?)")
+        if spool:
+            try:
+                schedd.spool(result)
+            except Exception as exc:
+                self._remove(schedd, [f"{cluster}"], "sbt-batch: input transfer failed")
+                raise UserError(f"condor: transferring the inputs to the schedd failed ({_error(exc)})") from None
+        procs = {i: p for p, i in enumerate(indices)}
+        if run.submissions:
+            run.submissions[-1]["backend"] = {
+                "cluster": cluster,
+                "mode": "spool" if spool else "shared",
+                "log": None if spool else f"logs/condor-{number}.log",
+                "spool_dir": f"{SPOOL_DIR}/{number}" if spool else None,
+            }
+            run.submissions[-1]["script"] = f"scripts/{script.name}"
+        return {i: _job_id(cluster, p) for i, p in procs.items()}
+
+    def query(self, run: Run, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """States of ``job_ids``: the event log first (shared mode), then one schedd query; spool jobs that finished are retrieved."""
+        records = self._records(run)
+        wanted: dict[str, tuple[int, int]] = {j: ids for j in job_ids if (ids := _split_id(j)) and ids[0] in records}
+        if not wanted:
+            return {}
+        out: dict[str, JobState] = {}
+        # 1. shared mode: the job event log (a file read, no scheduler call)
+        for cluster, rec in records.items():
+            if rec["backend"].get("log"):
+                states = read_event_log(run.path / rec["backend"]["log"])
+                for jid, (c, _p) in wanted.items():
+                    if c == cluster and jid in states:
+                        out[jid] = states[jid]
+        ask = {jid: ids for jid, ids in wanted.items() if jid not in out or out[jid].active}
+        if not ask:
+            return out
+        # 2. one schedd query for what is not final in the log (and every spool job)
+        schedd = self._schedd(run)
+        clusters = sorted({c for c, _ in ask.values()})
+        constraint = " || ".join(f"ClusterId == {c}" for c in clusters)
+        projection = ["ClusterId", "ProcId", "JobStatus", "ExitCode", "ExitBySignal", "ExitSignal", "HoldReason", "HoldReasonCode", "RemoveReason"]
+        try:
+            ads = schedd.query(constraint, projection)
+        except Exception as exc:
+            raise UserError(f"condor: cannot reach the schedd ({_error(exc)})") from None
+        seen: dict[str, Any] = {}
+        for ad in ads:
+            jid = _job_id(int(ad["ClusterId"]), int(ad["ProcId"]))
+            if jid in ask:
+                seen[jid] = ad
+        spool_done = []
+        for jid, ad in seen.items():
+            state = _state_from_ad(ad)
+            cluster = ask[jid][0]
+            if records[cluster]["backend"].get("mode") == "spool" and int(ad.get("JobStatus", 0)) == _COMPLETED:
+                spool_done.append(jid)
+            out[jid] = state
+        if spool_done:
+            self._retrieve(run, schedd, records, spool_done, ask)
+        # 3. spool jobs that left the queue: ask the history once (removed jobs, retrieved elsewhere)
+        gone = [jid for jid in ask if jid not in seen and records[ask[jid][0]]["backend"].get("mode") == "spool"]
+        if gone:
+            try:
+                hist = schedd.history(" || ".join(f"(ClusterId == {ask[j][0]} && ProcId == {ask[j][1]})" for j in gone), projection, match=len(gone))
+            except Exception as exc:
+                log.info("condor history failed: %s", _error(exc))
+                hist = []
+            for ad in hist:
+                jid = _job_id(int(ad["ClusterId"]), int(ad["ProcId"]))
+                if jid in ask and int(ad.get("JobStatus", 0)) == _REMOVED:
+                    out[jid] = JobState(CANCELLED, None, str(ad.get("RemoveReason") or "removed"))
+        return out
+
+    def cancel(self, run: Run, job_ids: Sequence[str]) -> None:
+        """Remove ``job_ids`` with one ``JobAction.Remove``."""
+        ids = [j for j in job_ids if _split_id(j)]
+        if ids:
+            self._remove(self._schedd(run), ids, "cancelled with sbt-batch cancel", strict=True)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _records(run: Run) -> dict[int, dict[str, Any]]:
+        return {int(s["backend"]["cluster"]): s for s in run.submissions if s.get("backend", {}).get("cluster") is not None}
+
+    @staticmethod
+    def _remove(schedd, ids: list[str], reason: str, strict: bool = False) -> None:
+        htcondor2 = _htcondor()
+        try:
+            schedd.act(htcondor2.JobAction.Remove, ids, reason)
+        except Exception as exc:
+            if strict:
+                raise UserError(f"condor: cannot remove jobs ({_error(exc)})") from None
+            log.warning("condor: cannot remove jobs %s: %s", ids, _error(exc))
+
+    def _stage(self, run: Run, number: int, indices: Sequence[int]) -> None:
+        """Spool mode: write ``spool/<n>/<i>/`` (manifest with local paths, input links, empty output dirs)."""
+        base = run.path / SPOOL_DIR / str(number)
+        if base.exists():
+            shutil.rmtree(base)
+        for index in indices:
+            task = run.task(index)
+            folder = base / str(index)
+            (folder / "tasks" / str(index)).mkdir(parents=True)
+            (folder / "outputs").mkdir()
+            (folder / "inputs").mkdir()
+            mapping: dict[str, str] = {}
+            for k, src in enumerate(task.inputs):
+                path = Path(src)
+                if not path.exists():
+                    raise UserError(f"{src}: input not found (spool mode transfers it to the execute node)")
+                (folder / "inputs" / str(k)).mkdir()
+                (folder / "inputs" / str(k) / path.name).symlink_to(path.absolute())
+                mapping[src] = f"inputs/{k}/{path.name}"
+            for k, dst in enumerate(task.outputs):
+                (folder / "outputs" / str(k)).mkdir()
+                mapping[dst] = f"outputs/{k}/{Path(dst).name}"
+            manifest = json.loads(json.dumps(run.manifest))
+            entry = manifest["tasks"][index]
+            entry["argv"] = rewrite_argv(entry["argv"], mapping)
+            entry["inputs"] = [mapping.get(p, p) for p in entry.get("inputs", [])]
+            entry["outputs"] = [mapping.get(p, p) for p in entry.get("outputs", [])]
+            (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+
+    def _retrieve(self, run: Run, schedd, records, job_ids: list[str], ids: Mapping[str, tuple[int, int]]) -> None:
+        """Spool mode: fetch the finished jobs' files from the schedd and move them into place."""
+        constraint = " || ".join(f"(ClusterId == {ids[j][0]} && ProcId == {ids[j][1]})" for j in job_ids)
+        try:
+            schedd.retrieve(constraint)
+        except Exception as exc:
+            raise UserError(f"condor: cannot retrieve the outputs of finished jobs ({_error(exc)})") from None
+        for jid in job_ids:
+            cluster, proc = ids[jid]
+            rec = records[cluster]
+            index = sorted(rec["indices"])[proc]
+            harvest(run, run.path / rec["backend"]["spool_dir"] / str(index), index)
+
+
+def rewrite_argv(argv: Sequence[str], mapping: Mapping[str, str]) -> list[str]:
+    """Replace paths in ``argv`` (whole words or ``--opt=PATH``) by their spool-local names."""
+    out = []
+    for word in argv:
+        if word in mapping:
+            out.append(mapping[word])
+            continue
+        opt, eq, value = word.partition("=")
+        out.append(f"{opt}={mapping[value]}" if eq and opt.startswith("-") and value in mapping else word)
+    return out
+
+
+def harvest(run: Run, folder: Path, index: int) -> None:
+    """Move a retrieved spool folder's outputs, then its task files, into the run (outputs first)."""
+    from sbt_batch.batch.task import _archive_previous
+
+    task = run.task(index)
+    for k, dst in enumerate(task.outputs):
+        src = folder / "outputs" / str(k) / Path(dst).name
+        if src.exists() or src.is_symlink():
+            _move_into_place(src, Path(dst))
+    new_files = folder / "tasks" / str(index)
+    if not new_files.is_dir():
+        return
+    try:
+        attempt = json.loads((new_files / "state.json").read_text()).get("attempt", 1)
+    except (OSError, ValueError):
+        attempt = max(1, run.attempt_of(index))
+    target = run.task_dir(index)
+    target.mkdir(parents=True, exist_ok=True)
+    _archive_previous(run, index, attempt)
+    names = sorted(os.listdir(new_files), key=lambda n: n == "state.json")  # state.json last
+    for name in names:
+        _move_into_place(new_files / name, target / name)
+    for leftover in ("inputs", "outputs", "tasks", MANIFEST):
+        path = folder / leftover
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    """Rename ``src`` onto ``dst`` (copy beside ``dst`` first when they are on different filesystems)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        tmp = dst.with_name(f".{dst.name}.sbt-batch-tmp")
+        if src.is_dir():
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+        shutil.rmtree(src) if src.is_dir() else src.unlink()
+
+
+def _state_from_ad(ad) -> JobState:
+    """A JobState from a job ClassAd (JobStatus, ExitCode, HoldReason...)."""
+    status = int(ad.get("JobStatus", 0))
+    if status == _IDLE:
+        return JobState(PENDING)
+    if status in (_RUNNING, _TRANSFERRING, _SUSPENDED):
+        return JobState(RUNNING)
+    if status == _REMOVED:
+        return JobState(CANCELLED, None, str(ad.get("RemoveReason") or "removed"))
+    if status == _HELD:
+        code = int(ad.get("HoldReasonCode", 0) or 0)
+        if code == _HOLD_SPOOLING:
+            return JobState(PENDING, None, "transferring inputs")
+        if code in _HOLD_DURATION:
+            return JobState(TIMEOUT, None, f"time limit exceeded: {ad.get('HoldReason')}")
+        return JobState(HELD, None, str(ad.get("HoldReason") or "held"))
+    if status == _COMPLETED:
+        if ad.get("ExitBySignal") is True:
+            return JobState(FAILED, 128 + int(ad.get("ExitSignal", 0) or 0), f"signal {ad.get('ExitSignal')}")
+        code = ad.get("ExitCode")
+        code = int(code) if isinstance(code, int) else None
+        return JobState(COMPLETED if code == 0 else FAILED, code)
+    return JobState(PENDING, None, f"JobStatus {status}")
+
+
+def read_event_log(path: Path) -> dict[str, JobState]:
+    """Each job's latest state in an HTCondor job event log ({} when the file does not exist yet)."""
+    if not path.is_file():
+        return {}
+    import htcondor2
+
+    JT = htcondor2.JobEventType
+    states: dict[str, JobState] = {}
+    try:
+        events = htcondor2.JobEventLog(str(path)).events(stop_after=0)
+        for event in events:
+            jid = _job_id(event.cluster, event.proc)
+            kind = event.type
+            if kind == JT.SUBMIT or kind == JT.JOB_RELEASED or kind == JT.JOB_EVICTED or kind == JT.JOB_RECONNECT_FAILED:
+                states[jid] = JobState(PENDING)
+            elif kind == JT.EXECUTE:
+                states[jid] = JobState(RUNNING)
+            elif kind == JT.JOB_HELD:
+                reason = str(event.get("HoldReason", "held"))
+                code = int(event.get("HoldReasonCode", 0) or 0)
+                states[jid] = JobState(PENDING, None, "transferring inputs") if code == _HOLD_SPOOLING else JobState(HELD, None, reason)
+            elif kind == JT.JOB_ABORTED:
+                states[jid] = JobState(CANCELLED, None, str(event.get("Reason", "removed")))
+            elif kind == JT.EXECUTABLE_ERROR:
+                states[jid] = JobState(FAILED, None, "executable error")
+            elif kind == JT.JOB_TERMINATED:
+                if event.get("TerminatedNormally", True):
+                    code = int(event.get("ReturnValue", 0))
+                    states[jid] = JobState(COMPLETED if code == 0 else FAILED, code)
+                else:
+                    sig = int(event.get("TerminatedBySignal", 0) or 0)
+                    states[jid] = JobState(FAILED, 128 + sig, f"signal {sig}")
+    except Exception as exc:  # a torn or foreign file: fall back to the schedd
+        log.info("%s: cannot read the event log: %s", path, _error(exc))
+    return states

@@ -1,0 +1,201 @@
+"""What the batch commands do, as library functions: submit, status, resubmit, cancel, list runs.
+
+``status`` merges each task's state.json with at most ONE scheduler query per run, made only
+for tasks without a final state file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sbt_batch.batch.backend import CANCELLED, COMPLETED, FAILED, TIMEOUT, Backend, JobState, get_backend
+from sbt_batch.batch.run import FINAL_TASK_STATES, T_KILLED, T_RUNNING, Run, find_runs
+from sbt_batch.errors import UserError
+
+# Task states shown by `status` (task file merged with the scheduler's answer).
+S_UNSUBMITTED = "unsubmitted"  # no successful submission contains the task
+S_MISSING = "missing"  # submitted, but neither a state file nor a scheduler record exists
+S_LOST = "lost"  # state file says running, the scheduler no longer knows the job
+S_KILLED = "killed"
+FAILED_LIKE = frozenset({FAILED, CANCELLED, TIMEOUT, S_KILLED, S_LOST})
+MISSING_LIKE = frozenset({S_MISSING, S_UNSUBMITTED})
+STATE_ORDER = ("completed", "running", "pending", "held", "failed", "timeout", "cancelled", "killed", "lost", "missing", "unsubmitted")
+
+
+@dataclass
+class TaskStatus:
+    """One row of `status`: the merged state of a task."""
+
+    index: int
+    state: str
+    attempt: int = 0
+    exit_code: int | None = None
+    host: str | None = None
+    duration: float | None = None
+    job_id: str | None = None
+    reason: str = ""
+    inputs: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        """Queued, held or running."""
+        return self.state in {"pending", "held", "running"}
+
+
+def submit_run(run: Run, backend: Backend | None = None, indices: Sequence[int] | None = None) -> dict[int, str]:
+    """Submit ``indices`` (default all tasks) of ``run`` in one scheduler call; record the job ids."""
+    backend = backend or get_backend(run.backend)
+    indices = sorted(set(range(len(run.tasks)) if indices is None else indices))
+    if not indices:
+        raise UserError(f"{run.path}: nothing to submit")
+    backend.check()
+    record = run.begin_submission(indices)
+    try:
+        job_ids = backend.submit(run, indices)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        run.fail_submission(record, message)
+        raise
+    run.finish_submission(record, job_ids)
+    return job_ids
+
+
+def _current_state(run: Run, index: int, attempt: int) -> dict | None:
+    state = run.read_state(index)
+    if state is None or state.get("attempt", 1) < attempt:
+        return None
+    return state
+
+
+def _row(index: int, attempt: int, state: dict | None, job_id: str | None) -> TaskStatus:
+    row = TaskStatus(index=index, state=S_UNSUBMITTED if job_id is None else S_MISSING, attempt=attempt, job_id=job_id)
+    if state:
+        row.state = state["state"]
+        row.exit_code = state.get("exit_code")
+        row.host = state.get("host")
+        row.duration = state.get("duration")
+        row.job_id = job_id or state.get("job_id")
+    return row
+
+
+def _merge(row: TaskStatus, state: dict | None, js: JobState | None) -> None:
+    """Combine the task file (``state``) with the scheduler's answer (``js``) into ``row.state``."""
+    if state and state["state"] in FINAL_TASK_STATES:
+        return
+    if state and state["state"] == T_KILLED:
+        row.state = js.state if js and js.state in {CANCELLED, TIMEOUT} else S_KILLED
+    elif state and state["state"] == T_RUNNING:
+        if js is None:
+            row.state, row.reason = S_LOST, "the task stopped without recording an exit code"
+        elif js.active:
+            row.state = "running"
+        else:
+            row.state = js.state if js.state in {CANCELLED, TIMEOUT} else S_LOST
+    elif js is not None:  # no state file for this attempt
+        if js.active or js.state in {CANCELLED, TIMEOUT}:
+            row.state = js.state
+        else:
+            row.state = FAILED
+            row.reason = "the job ended before the task wrapper started (see logs/)"
+        row.exit_code = js.exit_code if row.exit_code is None else row.exit_code
+    if js and js.reason and not row.reason:
+        row.reason = js.reason
+
+
+def run_status(run: Run, backend: Backend | None = None) -> list[TaskStatus]:
+    """Every task's merged state, asking the scheduler once about the unfinished ones."""
+    job_ids = run.latest_job_ids()
+    rows: list[TaskStatus] = []
+    unfinished: dict[str, TaskStatus] = {}
+    for task in run.tasks:
+        attempt = run.attempt_of(task.index)
+        state = _current_state(run, task.index, attempt) if attempt else run.read_state(task.index)
+        row = _row(task.index, attempt, state, job_ids.get(task.index))
+        row.inputs = task.inputs
+        rows.append(row)
+        if (state is None or state["state"] not in FINAL_TASK_STATES) and task.index in job_ids:
+            unfinished[job_ids[task.index]] = row
+    if unfinished:
+        backend = backend or get_backend(run.backend)
+        answers = backend.query(run, list(unfinished))
+        for jid, row in unfinished.items():
+            js = answers.get(jid)
+            state = _current_state(run, row.index, row.attempt)
+            if js is None or not js.active:  # the task may have finished while we asked
+                fresh = _row(row.index, row.attempt, state, jid)
+                row.state, row.exit_code, row.host, row.duration = fresh.state, fresh.exit_code, fresh.host, fresh.duration
+            _merge(row, state, js)
+    return rows
+
+
+def summarize(rows: Iterable[TaskStatus]) -> str:
+    """One line such as '8 tasks: 6 completed, 1 failed, 1 running'."""
+    rows = list(rows)
+    counts = Counter(r.state for r in rows)
+    parts = [f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s)]
+    parts += [f"{n} {s}" for s, n in counts.items() if s not in STATE_ORDER]
+    return f"{len(rows)} tasks: " + ", ".join(parts)
+
+
+def run_state(rows: Sequence[TaskStatus]) -> str:
+    """A one-word state for the whole run: completed, active, failed or incomplete."""
+    states = {r.state for r in rows}
+    if states <= {COMPLETED}:
+        return "completed"
+    if any(r.active for r in rows):
+        return "active"
+    if states & FAILED_LIKE:
+        return "failed"
+    return "incomplete"
+
+
+def select_for_resubmit(rows: Sequence[TaskStatus], failed: bool, missing: bool) -> list[int]:
+    """Indices to resubmit: failed-like and/or missing-like tasks; never completed or active ones."""
+    wanted = set()
+    if failed:
+        wanted |= FAILED_LIKE
+    if missing:
+        wanted |= MISSING_LIKE
+    return [r.index for r in rows if r.state in wanted]
+
+
+def resubmit_run(run: Run, failed: bool, missing: bool, backend: Backend | None = None) -> tuple[list[int], dict[int, str]]:
+    """Resubmit the selected tasks as one new array in the same run; return (indices, job ids)."""
+    backend = backend or get_backend(run.backend)
+    rows = run_status(run, backend)
+    indices = select_for_resubmit(rows, failed, missing)
+    if not indices:
+        return [], {}
+    if run.resources.get("hold"):  # --hold applies to the first submission only
+        run.resources["hold"] = False
+    return indices, submit_run(run, backend, indices)
+
+
+def cancel_run(run: Run, backend: Backend | None = None) -> list[int]:
+    """Cancel every task that is still queued or running; return their indices."""
+    backend = backend or get_backend(run.backend)
+    rows = run_status(run, backend)
+    active = [r for r in rows if r.active and r.job_id]
+    if active:
+        backend.cancel(run, [r.job_id for r in active])
+    return [r.index for r in active]
+
+
+def list_runs(runs_dir: Path, query: bool = True) -> list[tuple[Run, list[TaskStatus] | None, str]]:
+    """All runs under ``runs_dir`` with their task rows (None and an error text when the scheduler failed)."""
+    out = []
+    for path in find_runs(runs_dir):
+        try:
+            run = Run.open(path)
+        except UserError as exc:
+            out.append((None, None, str(exc)))  # type: ignore[arg-type]
+            continue
+        try:
+            rows = run_status(run) if query else None
+            out.append((run, rows, ""))
+        except UserError as exc:
+            out.append((run, None, str(exc)))
+    return out

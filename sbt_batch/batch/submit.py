@@ -1,0 +1,168 @@
+"""Building a run from command-line options and a site profile, submitting it, and resubmitting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sbt_batch.batch.backend import get_backend
+from sbt_batch.batch.core import run_state, run_status, submit_run
+from sbt_batch.batch.profiles import load_profile
+from sbt_batch.batch.resources import check_count, parse_mem, parse_time
+from sbt_batch.batch.run import TIMESTAMP_FORMAT, Run, Task, check_run_name, default_runs_dir
+from sbt_batch.errors import UserError
+from sbt_batch.fileio import check_writable_dir
+
+
+@dataclass
+class SubmitOptions:
+    """Options shared by every ``submit`` command (None: take the profile's value, then the default)."""
+
+    backend: str | None = None
+    site: str | None = None
+    name: str | None = None
+    runs_dir: Path | None = None
+    image: str | None = None
+    bind: list[str] | None = None
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+    mem: str | None = None
+    cpus: int | None = None
+    gpus: int | None = None
+    max_running: int | None = None
+    template: Path | None = None
+    directive: list[str] | None = None
+    after: str | None = None
+    hold: bool = False
+    dry_run: bool = False
+    launcher: list[str] = field(default_factory=list)
+    nodes: int | None = None
+    ntasks: int | None = None
+
+
+def resolve_inputs(items: Sequence[str]) -> list[Path]:
+    """Expand INPUT arguments (files, dirs, globs, @lists) into absolute paths, in order."""
+    from sbt_batch.inputs import expand_inputs
+
+    return [p.absolute() for p in expand_inputs(items)]
+
+
+def build_settings(kind: str, opts: SubmitOptions, options: dict[str, Any]) -> tuple[str, Path, dict[str, Any]]:
+    """Merge options with the site profile and validate them: return (backend name, runs dir, manifest settings)."""
+    profile = load_profile(opts.site)
+    pick = lambda key, value: value if value is not None else profile.get(key)  # noqa: E731
+    backend = pick("backend", opts.backend) or "local"
+    get_backend(backend)  # unknown backend -> one-line error before anything is written
+    time_s = parse_time(pick("time", opts.time))
+    mem_mb = parse_mem(pick("mem", opts.mem))
+    cpus = check_count(pick("cpus", opts.cpus), "--cpus", 1)
+    gpus = check_count(pick("gpus", opts.gpus), "--gpus", 0)
+    max_running = check_count(pick("max_running", opts.max_running), "--max-running", 1)
+    template = opts.template
+    if template is not None:
+        template = template.absolute()
+        if not template.is_file():
+            raise UserError(f"--template {opts.template}: file not found")
+    resources = {
+        "cpus": cpus or 1,
+        "gpus": gpus or 0,
+        "time": pick("time", opts.time),
+        "time_seconds": time_s,
+        "mem": pick("mem", opts.mem),
+        "mem_mb": mem_mb,
+        "partition": pick("partition", opts.partition),
+        "account": pick("account", opts.account),
+        "accounting_group": profile.get("accounting_group"),
+        "max_running": max_running,
+        "hold": bool(opts.hold),
+        "nodes": opts.nodes,
+        "ntasks": opts.ntasks,
+    }
+    image = pick("image", opts.image)
+    settings = {
+        "image": image,
+        "binds": list(profile.get("binds") or []) + list(opts.bind or []),
+        "container_runtime": profile.get("container_runtime"),
+        "sbt_command": profile.get("sbt_command"),
+        "env": dict(profile.get("env") or {}),
+        "setup": list(profile.get("setup") or []),
+        "extra_directives": list(profile.get("extra_directives") or []) + list(opts.directive or []),
+        "resources": resources,
+        "site": profile.get("_path"),
+        "condor": dict(profile.get("condor") or {}),
+        "template": str(template) if template else None,
+        "launcher": list(opts.launcher),
+        "options": options,
+        "after": resolve_after(opts.after, backend, opts.runs_dir) if opts.after else {},
+    }
+    runs_dir = Path(opts.runs_dir or profile.get("runs_dir") or default_runs_dir())
+    return backend, runs_dir, settings
+
+
+def resolve_after(ref: str, backend: str, runs_dir: Path | None) -> dict[str, Any]:
+    """The dependency on run ``ref``: its path and the job ids still active ({} ids when it already completed)."""
+    other = Run.open(ref, runs_dir)
+    rows = run_status(other)
+    state = run_state(rows)
+    if state not in {"completed", "active"}:
+        raise UserError(f"--after {ref}: run {other.path.name} is {state}; resubmit it first")
+    return {"run": str(other.path), "backend": other.backend, "job_ids": [r.job_id for r in rows if r.active]}
+
+
+def submit_new_run(kind: str, tasks_fn: Callable[[], list[Task]], opts: SubmitOptions, options: dict[str, Any]) -> Run | None:
+    """Create the run directory and submit every task in one scheduler call (or print it with --dry-run)."""
+    from sbt_batch.console import console
+
+    name = check_run_name(opts.name or kind)
+    backend_name, runs_dir, settings = build_settings(kind, opts, options)
+    backend = get_backend(backend_name)
+    tasks = tasks_fn()
+    if opts.dry_run:
+        stamp = datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
+        manifest = {"name": name, "kind": kind, "backend": backend_name, **settings, "tasks": [t.__dict__ for t in tasks], "submissions": []}
+        run = Run(runs_dir.absolute() / f"{name}-{stamp}", manifest)
+        from sbt_batch.batch.show import print_task_table
+
+        console.print(f"[bold]{backend_name} job script ({run.path} would be created):[/]")
+        console.print(backend.render(run, [t.index for t in tasks]), markup=False, highlight=False, soft_wrap=True)
+        print_task_table(run)
+        return None
+    backend.check()
+    for d in options.get("make_dirs", []):
+        try:
+            Path(d).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{d}: cannot create output directory ({exc.strerror})") from None
+        check_writable_dir(Path(d))
+    run = Run.create(runs_dir, name, kind, backend_name, tasks, **settings)
+    try:
+        job_ids = submit_run(run, backend)
+    except UserError as exc:
+        raise UserError(f"{exc}; run directory {run.path} kept, `sbt-batch resubmit` submits it") from None
+    first = next(iter(job_ids.values()))
+    console.print(f"submitted {len(tasks)} task(s) to {backend_name}: run {run.path} (job {first.rsplit('_', 1)[0]})")
+    return run
+
+
+def resubmit_cli(ref: str, runs_dir: Path | None, failed: bool, missing: bool, time: str | None, mem: str | None) -> None:
+    """`resubmit`: new array of the selected tasks in the same run; new --time/--mem apply to it."""
+    from sbt_batch.batch.core import resubmit_run
+    from sbt_batch.console import console
+
+    run = Run.open(ref, runs_dir)
+    if time is not None:
+        run.resources["time"], run.resources["time_seconds"] = time, parse_time(time)
+    if mem is not None:
+        run.resources["mem"], run.resources["mem_mb"] = mem, parse_mem(mem)
+    if time is not None or mem is not None:
+        run.save()
+    indices, job_ids = resubmit_run(run, failed, missing)
+    if not indices:
+        console.print(f"nothing to resubmit in {run.path.name}")
+        return
+    shown = ", ".join(map(str, indices[:20])) + (" ..." if len(indices) > 20 else "")
+    console.print(f"resubmitted {len(indices)} task(s) of {run.path.name}: {shown}")

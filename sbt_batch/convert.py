@@ -1,0 +1,817 @@
+"""gFEX ntuples (ROOT, read with uproot) to HDF5 images, in bounded-memory steps; and merging outputs.
+
+Layers, as in uproot: *source* (open a file, find the trees, read steps of entries, turn every
+reading failure into a one-line error naming the file and tree), *interpretation* (the tower grid
+from the maps tree, applied as one gather per step) and *output* (chunked, compressed HDF5 written
+atomically, with provenance). :func:`convert` runs files in-process (one worker) or as dask tasks
+that each write a part file whose chunks line up with the final file, so that merging copies
+compressed chunks without recompressing them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sbt_batch import __version__
+from sbt_batch.console import log
+from sbt_batch.errors import InputFileError, UserError
+from sbt_batch.fileio import atomic_path, check_writable_dir
+from sbt_batch.geometry import DEFAULT_ETA_MAX, Grid, GridError, build_grid
+
+if TYPE_CHECKING:  # pragma: no cover
+    import h5py
+    import numpy as np
+
+ET_BRANCH = "gTowerEt"
+RHO_BRANCH = "Kt4EMTopoEventShape_Density"
+ETA_BRANCH = "gTowerEta"
+PHI_BRANCH = "gTowerPhi"
+ET_DATASET = "gTowerEt"
+RHO_DATASET = "offlineRho"
+INDEX_DATASET = "fileIndex"
+CHUNK_EVENTS = 64  # events per gTowerEt chunk (about 200 kB for 24 x 32 towers)
+FLAT_CHUNK = 16384  # events per chunk of the per-event scalars
+# Standard HDF5 filters (shuffle + deflate) so that any HDF5 reader opens the output. Whole gTowerEt
+# chunks are compressed here with ISA-L (same deflate format, several times faster than zlib) and
+# written raw; HDF5 itself only compresses the few partial chunks at file boundaries.
+COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+DEFAULT_STEP = "100MB"
+# Below this much tower data, starting a local cluster (seconds) costs more than it saves.
+LOCAL_CLUSTER_MIN_BYTES = 200_000_000
+
+# ---------------------------------------------------------------------------------------------
+# Source: opening files and reading steps of entries
+# ---------------------------------------------------------------------------------------------
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def use_fast_inflate() -> bool:
+    """Let uproot inflate zlib baskets with ISA-L when installed (uproot's own ``library="isal"`` option)."""
+    try:
+        import isal  # noqa: F401
+        import uproot.compression as uc
+    except ImportError:
+        return False
+    if getattr(uc, "_decompress_ZLIB", None) is not None and hasattr(uc._decompress_ZLIB, "library"):
+        uc._decompress_ZLIB.library = "isal"
+        return True
+    return False
+
+
+def open_root(path: str | Path):
+    """Open ``path`` with uproot, raising InputFileError for missing, non-ROOT, truncated or corrupt files."""
+    import uproot
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "no such file or directory")
+    if not path.is_file():
+        raise InputFileError(path, "not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror})") from None
+    if magic != b"root":
+        raise InputFileError(path, "not a ROOT file")
+    use_fast_inflate()
+    try:
+        rfile = uproot.open(path, array_cache=None, object_cache=None)
+    except Exception as exc:  # uproot raises many types for damaged headers
+        raise InputFileError(path, f"truncated or corrupt ROOT file ({_short(exc)})") from None
+    size = path.stat().st_size
+    end = getattr(rfile.file, "fEND", size)
+    if size < end:
+        rfile.close()
+        raise InputFileError(path, f"truncated ROOT file ({size} bytes, the header says {end})")
+    return rfile
+
+
+def get_tree(rfile, path: Path, name: str):
+    """The TTree or RNTuple ``name`` in ``rfile``, or InputFileError naming file and tree."""
+    try:
+        classes = rfile.classnames()
+    except Exception as exc:
+        raise InputFileError(path, f"truncated or corrupt ROOT file ({_short(exc)})") from None
+    keys = {k.split(";")[0]: v for k, v in classes.items()}
+    if name not in keys:
+        found = ", ".join(sorted(keys)) or "nothing"
+        raise InputFileError(path, f"no tree '{name}' (found: {found})")
+    if keys[name] not in ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple"):
+        raise InputFileError(path, f"'{name}' is a {keys[name]}, not a TTree or RNTuple")
+    try:
+        return rfile[name]
+    except Exception as exc:
+        raise InputFileError(path, f"tree '{name}': truncated or corrupt ({_short(exc)})") from None
+
+
+def _check_branches(tree, path: Path, tree_name: str, names: Sequence[str]) -> None:
+    available = set(tree.keys())
+    for name in names:
+        if name not in available:
+            raise InputFileError(path, f"tree '{tree_name}' has no branch '{name}'")
+
+
+def _is_rntuple(tree) -> bool:
+    return "RNTuple" in type(tree).__name__
+
+
+def _towers_per_entry(tree, path: Path, tree_name: str) -> int | None:
+    """Length of the fixed-size gTowerEt array (None when it cannot be known without reading)."""
+    if _is_rntuple(tree):
+        return None
+    interp = tree[ET_BRANCH].interpretation
+    inner = getattr(interp, "inner_shape", None)
+    if inner is None or len(inner) != 1:
+        raise InputFileError(path, f"tree '{tree_name}' branch '{ET_BRANCH}' is not a fixed-size float array ({interp})")
+    return int(inner[0])
+
+
+@dataclass
+class Source:
+    """One scanned input: its entries and its own tower grid (the stored order may differ per file)."""
+
+    path: Path
+    entries: int
+    grid: Grid
+    rntuple: bool = False
+
+
+def scan_input(path: str | Path, tree: str = "mytree", maps_tree: str = "maps", eta_max: float = DEFAULT_ETA_MAX) -> Source:
+    """Open one input, check its trees and branches, and build its grid; InputFileError on any problem."""
+    import numpy as np
+
+    path = Path(path)
+    rfile = open_root(path)
+    try:
+        maps = get_tree(rfile, path, maps_tree)
+        _check_branches(maps, path, maps_tree, (ETA_BRANCH, PHI_BRANCH))
+        if maps.num_entries < 1:
+            raise InputFileError(path, f"tree '{maps_tree}' has no entries")
+        try:
+            m = maps.arrays([ETA_BRANCH, PHI_BRANCH], entry_stop=1, library="np")
+            eta, phi = (np.asarray(m[b][0], dtype=np.float32).reshape(-1) for b in (ETA_BRANCH, PHI_BRANCH))
+        except InputFileError:
+            raise
+        except Exception as exc:
+            raise InputFileError(path, f"tree '{maps_tree}': cannot read ({_short(exc)})") from None
+        try:
+            grid = build_grid(eta, phi, eta_max)
+        except GridError as exc:
+            raise InputFileError(path, f"tree '{maps_tree}': {exc}") from None
+        events = get_tree(rfile, path, tree)
+        _check_branches(events, path, tree, (ET_BRANCH, RHO_BRANCH))
+        n_towers = _towers_per_entry(events, path, tree)
+        if n_towers is not None and n_towers != grid.n_towers:
+            raise InputFileError(
+                path, f"tree '{tree}' branch '{ET_BRANCH}' has {n_towers} towers but '{maps_tree}' has {grid.n_towers}"
+            )
+        return Source(path=path, entries=int(events.num_entries), grid=grid, rntuple=_is_rntuple(events))
+    finally:
+        rfile.close()
+
+
+def iter_steps(
+    source: Source, tree: str, step_entries: int, entry_start: int = 0
+) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
+    """Yield (gTowerEt (n, towers), rho (n,)) steps of ``source``, wrapping read errors as InputFileError."""
+    if source.entries == 0:
+        return
+    path = source.path
+    rfile = open_root(path)
+    try:
+        events = get_tree(rfile, path, tree)
+        steps = events.iterate(
+            [ET_BRANCH, RHO_BRANCH], step_size=int(step_entries), library="np", entry_start=entry_start
+        )
+        while True:
+            try:
+                arrays = next(steps)
+            except StopIteration:
+                return
+            except Exception as exc:  # decompression, deserialization, short reads
+                raise InputFileError(path, f"tree '{tree}': truncated or corrupt data ({_short(exc)})") from None
+            et, rho = arrays[ET_BRANCH], arrays[RHO_BRANCH]
+            if et.dtype == object or et.ndim != 2:
+                raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}' is not a fixed-size array")
+            if et.shape[1] != source.grid.n_towers:
+                raise InputFileError(
+                    path, f"tree '{tree}' branch '{ET_BRANCH}' has {et.shape[1]} towers but the maps have {source.grid.n_towers}"
+                )
+            yield et, rho
+    finally:
+        rfile.close()
+
+
+def read_entries(path: str | Path, tree: str = "mytree") -> int:
+    """Events in a converted HDF5 file (its gTowerEt length) or entries of ``tree`` in a ROOT file."""
+    path = Path(path)
+    if _is_hdf5(path):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as h5:
+                return int(h5[ET_DATASET].shape[0])
+        except (OSError, KeyError) as exc:
+            raise InputFileError(path, f"not a converted HDF5 file ({_short(exc)})") from None
+    rfile = open_root(path)
+    try:
+        return int(get_tree(rfile, path, tree).num_entries)
+    finally:
+        rfile.close()
+
+
+def _is_hdf5(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpretation: step sizes and the grid gather
+# ---------------------------------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+
+
+def parse_step_size(text: str | int) -> tuple[int, bool]:
+    """Parse ``--step-size``: ``100MB``, ``1GiB`` (bytes, returns (n, True)) or a plain entry count ((n, False))."""
+    if isinstance(text, int):
+        return text, False
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise UserError(f"--step-size: expected a size such as 100MB or an entry count, got {text!r}")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    if not unit:
+        if number < 1 or number != int(number):
+            raise UserError(f"--step-size: entry count must be a positive integer, got {text!r}")
+        return int(number), False
+    value = int(number * _UNITS[unit.rstrip("b")])
+    if value < 1:
+        raise UserError(f"--step-size: must be positive, got {text!r}")
+    return value, True
+
+
+def step_entries(step_size: str | int, n_towers: int, chunk: int = CHUNK_EVENTS) -> int:
+    """Entries per read step for ``step_size``, a multiple of the output chunk (at least one chunk)."""
+    value, is_bytes = parse_step_size(step_size)
+    entries = value // (4 * n_towers + 4) if is_bytes else value
+    return max(chunk, entries // chunk * chunk)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output: HDF5 datasets, event copies that reuse compressed chunks, provenance
+# ---------------------------------------------------------------------------------------------
+
+
+def create_datasets(h5: "h5py.File", n_et: int, n_flat: int, shape: tuple[int, int], level: int | None = 1) -> None:
+    """Create gTowerEt (n_et, rows, cols), offlineRho and fileIndex (n_flat,), chunked and deflated at ``level``."""
+    import numpy as np
+
+    rows, cols = shape
+    filters = dict(COMPRESSION, compression_opts=level) if level else {}
+    h5.create_dataset(
+        ET_DATASET, shape=(n_et, rows, cols), maxshape=(None, rows, cols), dtype=np.float32,
+        chunks=(CHUNK_EVENTS, rows, cols), **filters,
+    )  # fmt: skip
+    flat = dict(maxshape=(None,), chunks=(FLAT_CHUNK,), **filters)
+    h5.create_dataset(RHO_DATASET, shape=(n_flat,), dtype=np.float32, **flat)
+    h5.create_dataset(INDEX_DATASET, shape=(n_flat,), dtype=np.int32, **flat)
+    h5[ET_DATASET].attrs["units"] = "MeV"
+    h5[ET_DATASET].attrs["dims"] = "event, eta row (ascending), phi column (ascending)"
+    h5[RHO_DATASET].attrs["source"] = RHO_BRANCH
+    h5[INDEX_DATASET].attrs["description"] = "index into the file attribute 'inputs' of each event's source file"
+
+
+def _deflate():
+    """The fastest zlib-format compressor available (ISA-L, else the standard library)."""
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib.compress
+    except ImportError:  # pragma: no cover (isal is a dependency)
+        import zlib
+
+        return zlib.compress
+
+
+class EventWriter:
+    """Write event blocks into a gTowerEt dataset; whole chunks are shuffled and deflated here and written raw."""
+
+    def __init__(self, ds: "h5py.Dataset") -> None:
+        self.ds = ds
+        self.c = ds.chunks[0]
+        self.raw = (
+            ds.compression == "gzip" and ds.shuffle and not ds.fletcher32 and ds.scaleoffset is None
+            and ds.dtype.itemsize == 4 and ds.dtype.byteorder in "=<|"
+        )  # fmt: skip
+        self.level = int(ds.compression_opts or 1)
+        self.compress = _deflate()
+        self.raw_chunks = 0
+
+    def _write_raw(self, at: int, chunks: "np.ndarray") -> None:
+        """Write whole chunks (k, c, ...) starting at event ``at`` (a chunk boundary)."""
+        k = chunks.shape[0]
+        # HDF5's shuffle filter for 4-byte items: all first bytes of the chunk, then all second bytes, ...
+        shuffled = chunks.reshape(k, -1).view("u1").reshape(k, -1, 4).transpose(0, 2, 1).copy()
+        tail = (0,) * (self.ds.ndim - 1)
+        for i in range(k):
+            self.ds.id.write_direct_chunk((at + i * self.c, *tail), self.compress(shuffled[i], self.level), 0)
+        self.raw_chunks += k
+
+    def write(self, at: int, block: "np.ndarray") -> None:
+        """Write ``block`` (n, ...) at events [at, at+n)."""
+        import numpy as np
+
+        n, c, ds = len(block), self.c, self.ds
+        if not self.raw:
+            ds[at : at + n] = block
+            return
+        pos = 0
+        if at % c:  # partial head chunk: HDF5 merges it with what the chunk already holds
+            pos = min(n, c - at % c)
+            ds[at : at + pos] = block[:pos]
+        full = (n - pos) // c
+        if full:
+            self._write_raw(at + pos, np.ascontiguousarray(block[pos : pos + full * c], dtype=np.float32).reshape(full, c, *block.shape[1:]))
+            pos += full * c
+        if pos < n:
+            if at + n == ds.shape[0]:  # the dataset's edge chunk: stored full size, zero padded
+                pad = np.zeros((c, *block.shape[1:]), dtype=np.float32)
+                pad[: n - pos] = block[pos:]
+                self._write_raw(at + pos, pad[None])
+            else:
+                ds[at + pos : at + n] = block[pos:]
+
+
+def _same_layout(a: "h5py.Dataset", b: "h5py.Dataset") -> bool:
+    return (
+        a.chunks == b.chunks
+        and a.dtype == b.dtype
+        and a.compression == b.compression
+        and a.compression_opts == b.compression_opts
+        and a.shuffle == b.shuffle
+        and a.fletcher32 == b.fletcher32
+        and a.scaleoffset == b.scaleoffset
+    )
+
+
+def copy_events(src: "h5py.Dataset", src_start: int, n: int, dst: "h5py.Dataset", dst_start: int, step: int = 64 * CHUNK_EVENTS, writer: EventWriter | None = None) -> int:
+    """Copy events [src_start, src_start+n) of ``src`` to ``dst`` at ``dst_start``; return the chunks copied raw.
+
+    When both datasets share chunking and filters and their chunk grids line up, whole chunks are
+    copied as compressed bytes (no recompression); the rest goes through normal reads and writes.
+    """
+    if n <= 0:
+        return 0
+    c = src.chunks[0] if src.chunks else 0
+    aligned = bool(c) and _same_layout(src, dst) and (dst_start - src_start) % c == 0
+    raw = 0
+    pos = src_start
+    stop = src_start + n
+    shift = dst_start - src_start
+    tail = (0,) * (src.ndim - 1)
+    while pos < stop:
+        if aligned and pos % c == 0 and (pos + c <= stop or stop == src.shape[0]):
+            # run of chunks that start on a chunk boundary; the last may be the source's edge chunk
+            end = stop if stop == src.shape[0] else pos + (stop - pos) // c * c
+            for k in range(pos, end, c):
+                mask, data = src.id.read_direct_chunk((k, *tail))
+                dst.id.write_direct_chunk((k + shift, *tail), data, mask)
+                raw += 1
+            pos = end
+            continue
+        # up to the next chunk boundary (or a bounded step when not aligned)
+        nxt = min(stop, (pos // c + 1) * c) if aligned else min(stop, pos + step)
+        if writer is not None:
+            writer.write(pos + shift, src[pos:nxt])
+        else:
+            dst[pos + shift : nxt + shift] = src[pos:nxt]
+        pos = nxt
+    return raw
+
+
+def write_provenance(h5: "h5py.File", attrs: dict[str, Any]) -> None:
+    """Store provenance attributes (lists of strings become string arrays, dicts and lists of dicts JSON)."""
+    import h5py
+    import numpy as np
+
+    for key, value in attrs.items():
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            h5.attrs[key] = np.array(value, dtype=h5py.string_dtype())
+        elif isinstance(value, (list, tuple)) and not value:
+            h5.attrs[key] = np.array([], dtype=h5py.string_dtype())
+        elif isinstance(value, dict) or (isinstance(value, (list, tuple)) and isinstance(value[0], dict)):
+            h5.attrs[key] = json.dumps(value)
+        else:
+            h5.attrs[key] = value
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting one file (into the final file, or into an aligned part file on a dask worker)
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds, idx_ds, et_at: int, flat_at: int, file_index: int, step: int, on_step: Callable[[int], None] | None = None) -> int:
+    """Convert ``source`` into the datasets at the given offsets, in steps; return its event count."""
+    import numpy as np
+
+    index = source.grid.index
+    rows, cols = source.grid.shape
+    done = 0
+    for et, rho in iter_steps(source, tree, step):
+        n = len(rho)
+        et_out.write(et_at + done, et[:, index].reshape(n, rows, cols))
+        rho_ds[flat_at + done : flat_at + done + n] = rho
+        idx_ds[flat_at + done : flat_at + done + n] = np.full(n, file_index, dtype=np.int32)
+        done += n
+        if on_step:
+            on_step(n)
+    if done != source.entries:
+        raise InputFileError(source.path, f"tree '{tree}': read {done} entries but the tree has {source.entries}")
+    return done
+
+
+def convert_part(path: str, part: str, tree: str, maps_tree: str, eta_max: float, eta: list[float], phi: list[float], phase: int, step: int, level: int | None = 1) -> dict[str, Any]:
+    """Dask task: convert one input into ``part`` with ``phase`` leading blank events (aligned chunks)."""
+    import h5py
+    import numpy as np
+
+    try:
+        source = scan_input(path, tree, maps_tree, eta_max)
+        ref = Grid(index=source.grid.index, eta=np.asarray(eta, np.float32), phi=np.asarray(phi, np.float32),
+                   n_towers=source.grid.n_towers, eta_max=eta_max)  # fmt: skip
+        if not source.grid.same_grid(ref):
+            raise InputFileError(path, f"tree '{maps_tree}': the tower grid differs from the first input")
+        with h5py.File(part, "w") as h5:
+            create_datasets(h5, phase + source.entries, source.entries, source.grid.shape, level)
+            n = convert_into(source, tree, EventWriter(h5[ET_DATASET]), h5[RHO_DATASET], h5[INDEX_DATASET], phase, 0, 0, step)
+            h5.attrs["phase"] = phase
+        return {"entries": n, "error": None}
+    except InputFileError as exc:
+        return {"entries": 0, "error": str(exc), "problem": exc.problem}
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConvertResult:
+    """What :func:`convert` did: the output, the files converted and skipped, events and timing."""
+
+    output: Path
+    events: int
+    files: list[tuple[str, int]]  # (input path, entries) of every converted input, in order
+    skipped: list[tuple[str, str]]  # (input path, reason)
+    shape: tuple[int, int]
+    eta_max: float
+    seconds: float
+    workers: int
+    raw_chunks: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Events per second."""
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def _fail_or_skip(exc: InputFileError, skip_bad: bool, skipped: list[tuple[str, str]]) -> None:
+    if not skip_bad:
+        raise exc
+    log.warning("skipping %s", exc)
+    skipped.append((exc.path, exc.problem))
+
+
+def scan_inputs(paths: Sequence[Path], tree: str, maps_tree: str, eta_max: float, skip_bad: bool, skipped: list[tuple[str, str]]) -> list[Source]:
+    """Scan every input in order; the first good one defines the grid that the others must share."""
+    sources: list[Source] = []
+    for path in paths:
+        try:
+            source = scan_input(path, tree, maps_tree, eta_max)
+            if sources and not source.grid.same_grid(sources[0].grid):
+                raise InputFileError(
+                    path, f"tree '{maps_tree}': the {source.grid.rows}x{source.grid.cols} tower grid differs from "
+                    f"{sources[0].path} ({sources[0].grid.rows}x{sources[0].grid.cols})"
+                )  # fmt: skip
+            sources.append(source)
+        except InputFileError as exc:
+            _fail_or_skip(exc, skip_bad, skipped)
+    return sources
+
+
+def check_output(output: Path) -> None:
+    """Raise a UserError unless ``output`` can be written (its directory exists and is writable)."""
+    if output.is_dir():
+        raise UserError(f"{output}: output is a directory")
+    check_writable_dir(output.parent if str(output.parent) else Path("."), "output")
+    if output.exists() and not os.access(output, os.W_OK):
+        raise UserError(f"{output}: output exists and is not writable")
+
+
+def convert(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    *,
+    tree: str = "mytree",
+    maps_tree: str = "maps",
+    eta_max: float = DEFAULT_ETA_MAX,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    step_size: str | int = DEFAULT_STEP,
+    skip_bad: bool = False,
+    cluster: str | None = None,
+    jobs: int | None = None,
+    profile: dict[str, Any] | None = None,
+    show_progress: bool = False,
+    level: int | None = 1,
+) -> ConvertResult:
+    """Convert gFEX ntuples (files, dirs, globs, @lists) to one HDF5 file; event order = input order.
+
+    ``workers=1`` (and no scheduler or cluster) converts in this process; otherwise dask runs one task
+    per file on a local cluster of ``workers`` processes (default: the CPU count, at most one per file,
+    and in-process for less than LOCAL_CLUSTER_MIN_BYTES of tower data), on ``scheduler``,
+    or on a dask-jobqueue ``cluster`` ("slurm" or "condor") of ``jobs`` jobs. ``level`` is the deflate
+    level of the output (None: uncompressed chunks, for measurements).
+    """
+    from sbt_batch.inputs import expand_inputs
+
+    t0 = time.perf_counter()
+    output = Path(output)
+    if eta_max <= 0:
+        raise UserError(f"--eta-max: must be positive, got {eta_max}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers: must be at least 1, got {workers}")
+    parse_step_size(step_size)
+    from sbt_batch.parallel import CLUSTERS, default_workers
+
+    if cluster is not None and cluster not in CLUSTERS:
+        raise UserError(f"--cluster: expected one of {', '.join(CLUSTERS)}, got {cluster!r}")
+    if jobs is not None and cluster is None:
+        raise UserError("--jobs needs --cluster slurm|condor")
+    if scheduler and cluster:
+        raise UserError("--scheduler and --cluster cannot be combined")
+    check_output(output)
+    paths = expand_inputs(inputs)
+    skipped: list[tuple[str, str]] = []
+    sources = scan_inputs(paths, tree, maps_tree, eta_max, skip_bad, skipped)
+    if not sources:
+        raise UserError(f"no readable inputs among {len(paths)} file(s): " + "; ".join(f"{p}: {r}" for p, r in skipped))
+    grid = sources[0].grid
+    step = step_entries(step_size, grid.n_towers)
+    total = sum(s.entries for s in sources)
+    if workers is None:  # default: one process per core, but never more than the files, and none for small inputs
+        small = total * (4 * grid.n_towers + 4) < LOCAL_CLUSTER_MIN_BYTES
+        workers = 1 if small else min(default_workers(), len(sources))
+    distributed = scheduler is not None or cluster is not None or workers > 1
+    with atomic_path(output, suffix=".h5") as tmp:
+        import h5py
+
+        with h5py.File(tmp, "w", rdcc_nbytes=8 * 1024**2) as h5:
+            create_datasets(h5, total, total, grid.shape, level)
+            if distributed:
+                files, n_workers, raw = _convert_dask(sources, h5, tree, maps_tree, eta_max, step, skip_bad, skipped,
+                                                      workers, scheduler, cluster, jobs, profile, show_progress, output, level)  # fmt: skip
+            else:
+                files, n_workers, raw = _convert_serial(sources, h5, tree, step, skip_bad, skipped, show_progress), 1, 0
+            events = sum(n for _, n in files)
+            for name in (ET_DATASET, RHO_DATASET, INDEX_DATASET):
+                if h5[name].shape[0] != events:
+                    h5[name].resize(events, axis=0)
+            write_provenance(h5, {
+                "inputs": [p for p, _ in files],
+                "entries": [int(n) for _, n in files],
+                "eta_max": float(eta_max),
+                "eta_centers": grid.eta,
+                "phi_centers": grid.phi,
+                "tree": tree,
+                "maps_tree": maps_tree,
+                "tool": "sbt-batch convert",
+                "tool_version": __version__,
+                "created": _utc_now(),
+                "skipped": [{"path": p, "reason": r} for p, r in skipped],
+                "n_skipped": len(skipped),
+            })  # fmt: skip
+    return ConvertResult(output, events, files, skipped, grid.shape, float(eta_max), time.perf_counter() - t0, n_workers, raw)
+
+
+def _progress(show: bool, n_files: int):
+    from sbt_batch.console import progress
+
+    bar = progress(transient=False)
+    if not show:
+        bar.disable = True
+    task = bar.add_task("converting", total=n_files, rate="")
+    return bar, task
+
+
+def _rate_text(events: int, t0: float) -> str:
+    dt = time.perf_counter() - t0
+    return f"{events / dt:,.0f} events/s" if dt > 0 else ""
+
+
+def _convert_serial(sources: list[Source], h5, tree: str, step: int, skip_bad: bool, skipped: list, show: bool) -> list[tuple[str, int]]:
+    files: list[tuple[str, int]] = []
+    at = 0
+    t0 = time.perf_counter()
+    bar, task = _progress(show, len(sources))
+    counter = [0]
+    writer = EventWriter(h5[ET_DATASET])
+
+    def on_step(n: int) -> None:
+        counter[0] += n
+        bar.update(task, rate=_rate_text(counter[0], t0))
+
+    with bar:
+        for source in sources:
+            try:
+                n = convert_into(source, tree, writer, h5[RHO_DATASET], h5[INDEX_DATASET], at, at, len(files), step, on_step)
+            except InputFileError as exc:
+                _fail_or_skip(exc, skip_bad, skipped)  # the slots it wrote are overwritten or trimmed
+                bar.advance(task)
+                continue
+            files.append((str(source.path), n))
+            at += n
+            bar.advance(task)
+    return files
+
+
+def _convert_dask(sources, h5, tree, maps_tree, eta_max, step, skip_bad, skipped, workers, scheduler, cluster, jobs, profile, show, output, level):
+    import h5py
+
+    from sbt_batch.parallel import dask_client
+
+    grid = sources[0].grid
+    parts_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-", dir=output.parent if str(output.parent) else "."))
+    files: list[tuple[str, int]] = []
+    raw = 0
+    try:
+        with dask_client(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, profile=profile) as client:
+            from distributed import as_completed
+
+            n_workers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
+            offsets, at = [], 0
+            for s in sources:
+                offsets.append(at)
+                at += s.entries
+            eta, phi = grid.eta.tolist(), grid.phi.tolist()
+            futures = {}
+            for i, s in enumerate(sources):
+                part = str(parts_dir / f"part-{i:06d}.h5")
+                fut = client.submit(convert_part, str(s.path), part, tree, maps_tree, eta_max, eta, phi,
+                                    offsets[i] % CHUNK_EVENTS, step, level, key=f"sbt-convert-{i}-{parts_dir.name}", pure=False)  # fmt: skip
+                futures[fut] = i
+            results: dict[int, dict] = {}
+            nxt, at, events, t0 = 0, 0, 0, time.perf_counter()
+            bar, task = _progress(show, len(sources))
+            with bar:
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    events += results[i]["entries"]
+                    bar.update(task, advance=1, rate=_rate_text(events, t0))
+                    while nxt in results:  # merge in input order as soon as possible
+                        res, source = results.pop(nxt), sources[nxt]
+                        part = parts_dir / f"part-{nxt:06d}.h5"
+                        if res["error"]:
+                            exc = InputFileError(source.path, res["problem"])
+                            if not skip_bad:
+                                for f in futures:
+                                    f.cancel()
+                            _fail_or_skip(exc, skip_bad, skipped)
+                        else:
+                            n = res["entries"]
+                            with h5py.File(part, "r") as ph:
+                                phase = int(ph.attrs["phase"])
+                                raw += copy_events(ph[ET_DATASET], phase, n, h5[ET_DATASET], at, writer=EventWriter(h5[ET_DATASET]))
+                                h5[RHO_DATASET][at : at + n] = ph[RHO_DATASET][:n]
+                                h5[INDEX_DATASET][at : at + n] = len(files)
+                            files.append((str(source.path), n))
+                            at += n
+                        part.unlink(missing_ok=True)
+                        nxt += 1
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return files, n_workers, raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging converted outputs (the batch layer's collect)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MergeResult:
+    """What :func:`merge_outputs` wrote."""
+
+    output: Path
+    events: int
+    parts: list[tuple[str, int]]
+    inputs: list[str]
+    raw_chunks: int
+
+
+def _load_attr_list(h5, key: str) -> list:
+    value = h5.attrs.get(key)
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        text = value.decode() if isinstance(value, bytes) else value
+        return json.loads(text) if text.startswith("[") else [text]
+    return [v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v) for v in value]
+
+
+def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events: int | None = None) -> MergeResult:
+    """Merge converted HDF5 files in the given order into ``out`` (atomically), checking event counts."""
+    import h5py
+    import numpy as np
+
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise UserError("merge: no parts to merge")
+    out = Path(out)
+    check_output(out)
+    infos = []
+    for part in parts:
+        if not _is_hdf5(part):
+            raise InputFileError(part, "missing or not an HDF5 file" if part.exists() else "no such file")
+        try:
+            with h5py.File(part, "r") as h5:
+                missing = [d for d in (ET_DATASET, RHO_DATASET) if d not in h5]
+                if missing:
+                    raise InputFileError(part, f"no dataset '{missing[0]}'")
+                n = h5[ET_DATASET].shape[0]
+                entries = [int(e) for e in _load_attr_list(h5, "entries")]
+                if h5[RHO_DATASET].shape[0] != n:
+                    raise InputFileError(part, f"{ET_DATASET} has {n} events but {RHO_DATASET} has {h5[RHO_DATASET].shape[0]}")
+                if "entries" in h5.attrs and sum(entries) != n:
+                    raise InputFileError(part, f"has {n} events but its inputs had {sum(entries)} entries")
+                infos.append({
+                    "n": n, "shape": h5[ET_DATASET].shape[1:], "entries": entries,
+                    "inputs": _load_attr_list(h5, "inputs"), "skipped": _load_attr_list(h5, "skipped"),
+                    "eta": np.asarray(h5.attrs.get("eta_centers", [])), "phi": np.asarray(h5.attrs.get("phi_centers", [])),
+                    "eta_max": h5.attrs.get("eta_max"), "has_index": INDEX_DATASET in h5,
+                })  # fmt: skip
+        except OSError as exc:
+            raise InputFileError(part, f"cannot read HDF5 ({_short(exc)})") from None
+    first = infos[0]
+    for part, info in zip(parts, infos):
+        if info["shape"] != first["shape"] or not (np.array_equal(info["eta"], first["eta"]) and np.array_equal(info["phi"], first["phi"])):
+            raise InputFileError(part, f"grid {info['shape']} differs from {parts[0]} {first['shape']}")
+    total = sum(i["n"] for i in infos)
+    if expected_events is not None and total != expected_events:
+        raise UserError(f"{out}: the parts hold {total} events but {expected_events} were expected")
+    raw = 0
+    inputs: list[str] = []
+    entries: list[int] = []
+    skipped: list = []
+    with atomic_path(out, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w", rdcc_nbytes=8 * 1024**2) as h5:
+            create_datasets(h5, total, total, tuple(first["shape"]))
+            at = 0
+            for part, info in zip(parts, infos):
+                n = info["n"]
+                with h5py.File(part, "r") as ph:
+                    raw += copy_events(ph[ET_DATASET], 0, n, h5[ET_DATASET], at, writer=EventWriter(h5[ET_DATASET]))
+                    copy_events(ph[RHO_DATASET], 0, n, h5[RHO_DATASET], at)
+                    if info["has_index"]:
+                        for lo in range(0, n, FLAT_CHUNK * 16):
+                            hi = min(n, lo + FLAT_CHUNK * 16)
+                            h5[INDEX_DATASET][at + lo : at + hi] = ph[INDEX_DATASET][lo:hi] + len(inputs)
+                    else:
+                        h5[INDEX_DATASET][at : at + n] = len(inputs)
+                part_inputs = info["inputs"] or [str(part)]
+                inputs += part_inputs
+                entries += info["entries"] or [n]
+                skipped += info["skipped"]
+                at += n
+            write_provenance(h5, {
+                "inputs": inputs, "entries": entries,
+                "eta_max": float(first["eta_max"]) if first["eta_max"] is not None else float("nan"),
+                "eta_centers": first["eta"], "phi_centers": first["phi"],
+                "tool": "sbt-batch merge", "tool_version": __version__, "created": _utc_now(),
+                "merged_from": [str(p) for p in parts], "skipped": skipped, "n_skipped": len(skipped),
+            })  # fmt: skip
+    return MergeResult(out, total, [(str(p), i["n"]) for p, i in zip(parts, infos)], inputs, raw)

@@ -1,0 +1,547 @@
+"""Dataset assembly for the gFEX CNNs: files, labels, cropping, split, normalization, streaming.
+
+The pieces, in the order training uses them:
+
+* :func:`open_sources` checks the signal/background HDF5 files (``gTowerEt`` of shape (N, rows, 32));
+  :class:`EventIndex` numbers their events globally (file order, signal files first) with labels 1/0.
+* :func:`find_nonzero_rows` / :func:`parse_rows` pick the eta rows to keep.
+* :func:`make_split` shuffles with a seed and cuts train/val/test; :func:`save_split` writes it to the run.
+* :class:`Preprocess` crops and normalizes a batch of raw images (numpy, no TensorFlow).
+* :class:`EventStream` reads preprocessed images by global id, from HDF5 or from an in-memory cache.
+* :func:`epoch_order` is the per-epoch event order: a pure function of (ids, seed, epoch), so a
+  resumed run sees exactly the batches an uninterrupted run would.
+* :func:`make_tf_dataset` turns an order into a tf.data pipeline (parallel window reads, prefetch).
+
+Negative ET: about 6% of towers have small negative ET (noise/pile-up subtraction, down to about
+-5 GeV). By default (``negative="clip"``) they are set to 0 before any normalization: they carry no
+signal information, ``log1p`` is undefined below -1, and the RGB/JPEG path for FPGA tools cannot
+represent them apart from zero anyway. ``negative="keep"`` keeps them; ``log1p`` then becomes the
+symmetric ``sign(x) * log1p(|x| / scale)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbt_batch.errors import InputFileError, UserError
+
+DATASET = "gTowerEt"
+SIGNAL, BACKGROUND = 1, 0
+NORMS = ("none", "log1p", "standardize", "max")
+NEGATIVES = ("clip", "keep")
+BALANCES = ("weights", "oversample", "none")
+CACHES = ("auto", "memory", "stream")
+SPLIT_NAMES = ("train", "val", "test")
+READ_GAP = 64  # rows: ids closer than this in one file are read with one slice
+WINDOW_BYTES = 32 * 2**20  # a read/shuffle window holds at most this much (or one batch)
+
+
+# --------------------------------------------------------------------------- files and labels
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input HDF5 file: its path, label, event count and image shape (rows, cols)."""
+
+    path: Path
+    label: int
+    n: int
+    shape: tuple[int, int]
+
+
+def expand_paths(values: Sequence[str | Path], option: str) -> list[str]:
+    """Expand glob patterns and comma lists in file options; a pattern matching nothing is an error."""
+    import glob
+
+    out: list[str] = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if glob.has_magic(part):
+                matches = sorted(glob.glob(part))
+                if not matches:
+                    raise InputFileError(part, f"{option}: no file matches this pattern")
+                out.extend(matches)
+            else:
+                out.append(part)
+    return out
+
+
+def _open_h5(path: Path) -> Any:
+    import h5py
+
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    if path.is_dir():
+        raise InputFileError(path, "is a directory, expected an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise InputFileError(path, "not a readable HDF5 file") from None
+
+
+def open_sources(
+    signal: Sequence[str | Path], background: Sequence[str | Path], dataset: str = DATASET
+) -> list[Source]:
+    """Check the signal and background files and return them as labelled Sources (signal first)."""
+    if not signal:
+        raise UserError("--signal: no signal files given")
+    if not background:
+        raise UserError("--background: no background files given")
+    sources: list[Source] = []
+    for label, paths in ((SIGNAL, signal), (BACKGROUND, background)):
+        for p in paths:
+            path = Path(p)
+            with _open_h5(path) as f:
+                if dataset not in f:
+                    raise InputFileError(path, f"no '{dataset}' dataset (expected an 'sbt-batch convert' output)")
+                ds = f[dataset]
+                if ds.ndim != 3:
+                    raise InputFileError(path, f"'{dataset}' has shape {ds.shape}, expected (events, rows, cols)")
+                src = Source(path, label, int(ds.shape[0]), (int(ds.shape[1]), int(ds.shape[2])))
+            if sources and src.shape != sources[0].shape:
+                first = sources[0]
+                raise InputFileError(
+                    path,
+                    f"image shape {src.shape[0]}x{src.shape[1]} differs from "
+                    f"{first.shape[0]}x{first.shape[1]} in {first.path}",
+                )
+            sources.append(src)
+    return sources
+
+
+class EventIndex:
+    """Global event numbering over a list of Sources, with labels."""
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.sources = list(sources)
+        counts = np.array([s.n for s in self.sources], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.n = int(self.offsets[-1])
+        self.labels = np.concatenate(
+            [np.full(s.n, s.label, dtype=np.int32) for s in self.sources] or [np.zeros(0, np.int32)]
+        )
+        self.shape = self.sources[0].shape if self.sources else (0, 0)
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map global ids to (file index, row within the file)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        f = np.searchsorted(self.offsets, ids, side="right") - 1
+        return f, ids - self.offsets[f]
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def parse_rows(spec: str | Sequence[int] | None, n_rows: int) -> list[int] | None:
+    """Parse ``"a:b"`` (or a list of row numbers) into row indices; None means 'auto'."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "auto")):
+        return None
+    if isinstance(spec, str):
+        try:
+            if ":" in spec:
+                lo_s, hi_s = spec.split(":", 1)
+                lo = int(lo_s) if lo_s.strip() else 0
+                hi = int(hi_s) if hi_s.strip() else n_rows
+                rows = list(range(lo, hi))
+            else:
+                rows = [int(v) for v in spec.split(",")]
+        except ValueError:
+            raise UserError(f"--rows: '{spec}' is not of the form START:STOP (for example 0:26)") from None
+    else:
+        rows = [int(v) for v in spec]
+    if not rows:
+        raise UserError(f"--rows: '{spec}' selects no rows: dataset is empty after filtering")
+    bad = [r for r in rows if r < 0 or r >= n_rows]
+    if bad:
+        raise UserError(f"--rows: row {bad[0]} is outside the images' {n_rows} rows")
+    return rows
+
+
+def find_nonzero_rows(sources: Sequence[Source], dataset: str = DATASET, chunk: int = 8192) -> list[int]:
+    """Rows that are non-zero in at least one event of any file (one streamed pass over the data)."""
+    n_rows = sources[0].shape[0]
+    used = np.zeros(n_rows, dtype=bool)
+    for src in sources:
+        with _open_h5(src.path) as f:
+            ds = f[dataset]
+            for lo in range(0, src.n, chunk):
+                used |= np.any(ds[lo : lo + chunk] != 0, axis=(0, 2))
+    rows = [int(r) for r in np.flatnonzero(used)]
+    if not rows:
+        raise UserError("input files: every row is zero in every event: dataset is empty after filtering")
+    return rows
+
+
+def rows_to_spec(rows: Sequence[int]) -> str | list[int]:
+    """Write rows compactly: ``"a:b"`` when contiguous, else the list."""
+    rows = list(rows)
+    if rows == list(range(rows[0], rows[-1] + 1)):
+        return f"{rows[0]}:{rows[-1] + 1}"
+    return rows
+
+
+# --------------------------------------------------------------------------- split
+
+
+def parse_split(spec: str | Sequence[float]) -> tuple[float, float, float]:
+    """Parse ``"0.5,0.45,0.05"`` into three fractions that add up to at most 1."""
+    try:
+        parts = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
+    except (TypeError, ValueError):
+        raise UserError(f"--split: '{spec}' is not three comma-separated fractions (train,val,test)") from None
+    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) > 1 + 1e-6 or parts[0] <= 0:
+        raise UserError(f"--split: '{spec}' must be three non-negative fractions train,val,test with sum <= 1")
+    return parts[0], parts[1], parts[2]
+
+
+def make_split(n: int, fractions: tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
+    """Shuffle event ids 0..n-1 with ``seed`` and cut them into sorted train/val/test id arrays."""
+    perm = np.random.default_rng([seed, 0x5B17]).permutation(n)
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    n_test = min(int(round(fractions[2] * n)), n - n_train - n_val)
+    cuts = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :][:n_test]}
+    for name, frac in zip(SPLIT_NAMES, fractions):
+        if frac > 0 and len(cuts[name]) == 0:
+            raise UserError(f"--split: the {name} set is empty with {n} events: dataset is empty after filtering")
+    return {k: np.sort(v).astype(np.int64) for k, v in cuts.items()}
+
+
+def limit_events(labels: np.ndarray, max_events: int | None, seed: int) -> np.ndarray:
+    """Ids of at most ``max_events`` events per class (a seeded random subset), sorted."""
+    ids = np.arange(len(labels), dtype=np.int64)
+    if max_events is None:
+        return ids
+    rng = np.random.default_rng([seed, 0xE7])
+    keep = []
+    for c in (SIGNAL, BACKGROUND):
+        cls = ids[labels == c]
+        keep.append(cls if len(cls) <= max_events else rng.choice(cls, max_events, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def save_split(path: Path, split: dict[str, np.ndarray], sources: Sequence[Source]) -> None:
+    """Write the split (global ids) and the file list they index to ``path`` (npz, atomically)."""
+    from sbt_batch.fileio import atomic_path
+
+    files = json.dumps([{"path": str(s.path), "label": s.label, "n": s.n} for s in sources])
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, files=np.array(files), **split)
+
+
+def load_split(path: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Read a split written by :func:`save_split`: (ids per split, file list)."""
+    if not Path(path).exists():
+        raise InputFileError(path, "split file not found")
+    with np.load(path) as z:
+        return {k: z[k] for k in SPLIT_NAMES if k in z}, json.loads(str(z["files"]))
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def _viridis_lut() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](np.arange(256), bytes=True)[:, :3]
+
+
+def to_rgb_uint8(x: np.ndarray) -> np.ndarray:
+    """Color images (N, R, C) with viridis after per-image min-max scaling, as matplotlib's imsave."""
+    lo = x.min(axis=(1, 2), keepdims=True)
+    hi = x.max(axis=(1, 2), keepdims=True)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    idx = np.clip(((x - lo) / span * 256).astype(np.int64), 0, 255)  # imsave's 256-bin quantization
+    return _viridis_lut()[idx]
+
+
+@dataclass
+class Preprocess:
+    """Crop rows and normalize raw ET images (MeV); stats for ``standardize`` come from the train split."""
+
+    rows: list[int]
+    norm: str = "log1p"
+    negative: str = "clip"
+    scale: float = 1000.0  # MeV; log1p(ET / scale)
+    rgb: bool = False
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def channels(self) -> int:
+        """Image channels (1 grey, 3 RGB)."""
+        return 3 if self.rgb else 1
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The model's input shape (rows, cols, channels)."""
+        return (len(self.rows), 32, self.channels)
+
+    def row_slice(self) -> tuple[slice, np.ndarray | None]:
+        """A contiguous slice covering the rows and, if they are not contiguous, the indices inside it."""
+        lo, hi = self.rows[0], self.rows[-1] + 1
+        inner = None if self.rows == list(range(lo, hi)) else np.asarray(self.rows) - lo
+        return slice(lo, hi), inner
+
+    def signed(self, x: np.ndarray) -> np.ndarray:
+        """Apply the negative-ET policy to cropped raw images."""
+        return np.maximum(x, 0.0) if self.negative == "clip" else x
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalize cropped raw images (N, R, 32) into model input (N, R, 32, C) float32."""
+        x = np.array(x, dtype=np.float32)  # a private copy, then in-place arithmetic
+        if self.negative == "clip":
+            np.maximum(x, 0.0, out=x)
+        if self.norm == "log1p":
+            if self.negative == "clip":
+                x *= np.float32(1.0 / self.scale)
+                np.log1p(x, out=x)
+            else:
+                x = np.sign(x) * np.log1p(np.abs(x) / np.float32(self.scale))
+        elif self.norm == "standardize":
+            x -= np.float32(self.mean)
+            x /= np.float32(self.std)
+        elif self.norm == "max":
+            m = x.max(axis=(1, 2), keepdims=True)
+            x /= np.where(m > 0, m, np.float32(1.0))
+        x = x.astype(np.float32, copy=False)
+        if self.rgb:
+            return to_rgb_uint8(x).astype(np.float32) / np.float32(255.0)
+        return x[..., None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for config.yaml."""
+        d = asdict(self)
+        d["rows"] = rows_to_spec(self.rows)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], n_rows: int = 10**6) -> Preprocess:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["rows"] = parse_rows(d["rows"], n_rows)
+        return cls(**d)
+
+
+def check_preprocess_options(norm: str, negative: str) -> None:
+    """Raise a UserError for an unknown normalization or negative-ET policy."""
+    if norm not in NORMS:
+        raise UserError(f"--norm: unknown normalization '{norm}' (choose from {', '.join(NORMS)})")
+    if negative not in NEGATIVES:
+        raise UserError(f"--negative: unknown policy '{negative}' (choose from {', '.join(NEGATIVES)})")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class EventStream:
+    """Preprocessed images by global event id, read from HDF5 (streaming) or from a memory cache."""
+
+    def __init__(self, index: EventIndex, prep: Preprocess, dataset: str = DATASET) -> None:
+        self.index = index
+        self.prep = prep
+        self.dataset = dataset
+        self._files: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._cache_ids: np.ndarray | None = None
+        self._cache: np.ndarray | None = None
+
+    def _ds(self, i: int) -> Any:
+        with self._lock:
+            if i not in self._files:
+                self._files[i] = _open_h5(self.index.sources[i].path)
+            return self._files[i][self.dataset]
+
+    def read_raw(self, ids: np.ndarray) -> np.ndarray:
+        """Cropped raw ET (N, R, 32) for ``ids`` in the given order; nearby rows share one read."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rsl, inner = self.prep.row_slice()
+        out = np.empty((len(ids), rsl.stop - rsl.start, self.index.shape[1]), dtype=np.float32)
+        files, rows = self.index.locate(ids)
+        for fi in np.unique(files):
+            sel = np.flatnonzero(files == fi)
+            r = rows[sel]
+            o = np.argsort(r, kind="stable")
+            rs, sel = r[o], sel[o]
+            breaks = np.flatnonzero(np.diff(rs) > READ_GAP) + 1
+            ds = self._ds(int(fi))
+            for part_r, part_s in zip(np.split(rs, breaks), np.split(sel, breaks)):
+                lo, hi = int(part_r[0]), int(part_r[-1]) + 1
+                block = ds[lo:hi, rsl]
+                out[part_s] = block[part_r - lo]
+        return out if inner is None else out[:, inner]
+
+    def read(self, ids: np.ndarray) -> np.ndarray:
+        """Model input (N, R, 32, C) for ``ids``: from the cache when it holds them, else from HDF5."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._cache is not None and self._cache_ids is not None:
+            pos = np.searchsorted(self._cache_ids, ids)
+            pos = np.minimum(pos, len(self._cache_ids) - 1)
+            if np.array_equal(self._cache_ids[pos], ids):
+                return self._cache[pos]
+        return self.prep.apply(self.read_raw(ids))
+
+    def nbytes(self, n_events: int) -> int:
+        """Memory that ``n_events`` preprocessed images take."""
+        r, c, ch = self.prep.input_shape
+        return n_events * r * c * ch * 4
+
+    def load_cache(self, ids: np.ndarray, chunk: int = 8192, show: bool = False) -> None:
+        """Read ``ids`` once into memory; later :meth:`read` calls for them never touch the files."""
+        from sbt_batch.console import progress
+
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        cache = np.empty((len(ids), *self.prep.input_shape), dtype=np.float32)
+        with progress(transient=True) as bar:
+            task = bar.add_task("cache", total=len(ids), rate="", visible=show)
+            for lo in range(0, len(ids), chunk):
+                cache[lo : lo + chunk] = self.prep.apply(self.read_raw(ids[lo : lo + chunk]))
+                bar.advance(task, min(chunk, len(ids) - lo))
+        self._cache_ids, self._cache = ids, cache
+
+    def drop_cache(self) -> None:
+        """Forget the in-memory cache."""
+        self._cache_ids = self._cache = None
+
+    def close(self) -> None:
+        """Close the HDF5 files."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+
+def compute_standardize(stream: EventStream, ids: np.ndarray, chunk: int = 8192, max_events: int = 200_000
+                        ) -> tuple[float, float]:
+    """Mean and std of (negative-policy) cropped ET over ``ids`` (the train split; every k-th event
+    beyond ``max_events``, so huge datasets need no extra full pass), streamed."""
+    ids = np.asarray(ids)[:: max(1, -(-len(ids) // max_events))]
+    s = ss = 0.0
+    n = 0
+    for lo in range(0, len(ids), chunk):
+        x = stream.prep.signed(stream.read_raw(ids[lo : lo + chunk])).astype(np.float64)
+        s += float(x.sum())
+        ss += float((x * x).sum())
+        n += x.size
+    mean = s / max(n, 1)
+    std = math.sqrt(max(ss / max(n, 1) - mean * mean, 0.0))
+    return mean, std if std > 0 else 1.0
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+@dataclass
+class Balance:
+    """Class balancing: per-class sample weights (``weights``), oversampling, or nothing."""
+
+    mode: str = "weights"
+    class_weight: dict[int, float] = field(default_factory=lambda: {0: 1.0, 1: 1.0})
+
+    @classmethod
+    def from_labels(cls, mode: str, labels: np.ndarray) -> Balance:
+        """Weights n / (2 n_c) for ``weights`` (mean weight 1), else 1."""
+        if mode not in BALANCES:
+            raise UserError(f"--balance: unknown mode '{mode}' (choose from {', '.join(BALANCES)})")
+        if mode != "weights":
+            return cls(mode)
+        n = len(labels)
+        cw = {c: n / (2.0 * max(int(np.sum(labels == c)), 1)) for c in (BACKGROUND, SIGNAL)}
+        return cls(mode, cw)
+
+    def epoch_ids(self, ids: np.ndarray, labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+        """The ids one epoch visits: all of them, plus seeded re-draws of the minority with ``oversample``."""
+        if self.mode != "oversample":
+            return ids
+        sig, bkg = ids[labels[ids] == SIGNAL], ids[labels[ids] == BACKGROUND]
+        small, big = (sig, bkg) if len(sig) < len(bkg) else (bkg, sig)
+        if len(small) == 0 or len(small) == len(big):
+            return ids
+        extra = np.random.default_rng([seed, epoch, 0xBA1]).choice(small, len(big) - len(small), replace=True)
+        return np.sort(np.concatenate([ids, extra]))
+
+    def weights(self, labels: np.ndarray) -> np.ndarray:
+        """Per-event sample weights for ``labels``."""
+        return np.where(labels == SIGNAL, self.class_weight[SIGNAL], self.class_weight[BACKGROUND]).astype(np.float32)
+
+
+def window_events(stream: EventStream, batch_size: int, window_batches: int) -> int:
+    """Events per read window (and per shuffle window): whole batches, at most WINDOW_BYTES (or one batch)."""
+    return batch_size * max(1, min(window_batches, WINDOW_BYTES // max(stream.nbytes(batch_size), 1)))
+
+
+def epoch_order(ids: np.ndarray, seed: int, epoch: int, window: int = 8192) -> np.ndarray:
+    """Deterministic event order for one epoch: a pure function of (ids, seed, epoch, window).
+
+    The sorted ids are cut into blocks of neighbouring events (``window // 32``, at least 16), the
+    blocks are shuffled, and each window of ``window`` events is then permuted. A window therefore
+    mixes 32 random regions of the input files while its reads stay 32 contiguous slices.
+    """
+    ids = np.sort(np.asarray(ids, dtype=np.int64))
+    block = max(16, window // 32)
+    rng = np.random.default_rng([seed, epoch, 0x0D])
+    n = len(ids)
+    nb = -(-n // block)
+    pos = np.concatenate([np.arange(b * block, min((b + 1) * block, n)) for b in rng.permutation(nb)]) if n else ids
+    order = ids[pos]
+    for lo in range(0, n, window):
+        order[lo : lo + window] = rng.permutation(order[lo : lo + window])
+    return order
+
+
+def make_tf_dataset(
+    stream: EventStream,
+    order: np.ndarray,
+    batch_size: int,
+    weights: np.ndarray | None = None,
+    window_batches: int = 64,
+    parallel: int = 4,
+    prefetch: int = 2,
+) -> Any:
+    """A tf.data pipeline of (x, y, w) batches following ``order`` exactly.
+
+    Windows of :func:`window_events` events are read by ``parallel`` concurrent calls (deterministic
+    output order), split into batches and prefetched; memory stays bounded by about
+    (parallel + 1) windows + ``prefetch`` batches, whatever the dataset size. When ``order`` comes
+    from :func:`epoch_order` with the same window, every window is read as a few contiguous slices.
+    """
+    import tensorflow as tf
+
+    order = np.asarray(order, dtype=np.int64)
+    labels = stream.index.labels
+    w_all = weights if weights is not None else np.ones(stream.index.n, dtype=np.float32)
+    window = window_events(stream, batch_size, window_batches)
+    n_full = len(order) // batch_size * batch_size
+    shape = stream.prep.input_shape
+
+    def load(lo: np.int64, hi: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids = order[int(lo) : int(hi)]
+        k = max(1, len(ids) // batch_size)
+        x = stream.read(ids)
+        return (x.reshape(k, -1, *shape), labels[ids].astype(np.int32).reshape(k, -1),
+                w_all[ids].astype(np.float32).reshape(k, -1))
+
+    def tf_load(lo: Any, hi: Any) -> tuple[Any, Any, Any]:
+        x, y, w = tf.numpy_function(load, [lo, hi], [tf.float32, tf.int32, tf.float32], stateful=False)
+        x.set_shape((None, None, *shape))
+        y.set_shape((None, None))
+        w.set_shape((None, None))
+        return x, y, w
+
+    # windows of whole batches, then (if any) one window holding the last, partial batch
+    starts = list(range(0, n_full, window))
+    bounds = [(lo, min(lo + window, n_full)) for lo in starts] + ([(n_full, len(order))] if n_full < len(order) else [])
+    lo_hi = np.array(bounds, dtype=np.int64).reshape(-1, 2)
+    ds = tf.data.Dataset.from_tensor_slices((lo_hi[:, 0], lo_hi[:, 1]))
+    ds = ds.map(tf_load, num_parallel_calls=max(1, parallel), deterministic=True).unbatch()
+    return ds.prefetch(prefetch)

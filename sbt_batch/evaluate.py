@@ -1,0 +1,252 @@
+"""Evaluate trained runs (metrics.json, ROC, scores, training curves) and compare several runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbt_batch.errors import UserError
+from sbt_batch.fileio import write_json_atomic
+from sbt_batch.rundir import RunDir
+
+EFFICIENCIES = (0.5, 0.8)
+
+
+# --------------------------------------------------------------------------- metrics (numpy only)
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) for every distinct score threshold, from (0,0) to (1,1)."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each tied score group
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
+def auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids; ties count one half)."""
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def rejection_at(fpr: np.ndarray, tpr: np.ndarray, efficiency: float) -> float:
+    """Background rejection 1/FPR at the given signal efficiency (interpolated; inf if FPR is 0)."""
+    i = int(np.searchsorted(tpr, efficiency, side="left"))
+    i = min(max(i, 1), len(tpr) - 1)
+    t0, t1, f0, f1 = tpr[i - 1], tpr[i], fpr[i - 1], fpr[i]
+    f = f1 if t1 == t0 else f0 + (f1 - f0) * (efficiency - t0) / (t1 - t0)
+    return float("inf") if f <= 0 else float(1.0 / f)
+
+
+def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """Accuracy (cut 0.5), baseline error (100 - accuracy in %), AUC and rejections at 50%/80% signal eff."""
+    labels = np.asarray(labels).astype(int)
+    acc = float(np.mean((np.asarray(scores) > 0.5).astype(int) == labels)) if len(labels) else float("nan")
+    fpr, tpr = roc_curve(labels, scores)
+    out: dict[str, Any] = {
+        "events": int(len(labels)),
+        "signal_events": int(labels.sum()),
+        "background_events": int(len(labels) - labels.sum()),
+        "accuracy": acc,
+        "baseline_error_percent": 100.0 * (1.0 - acc),
+        "auc": auc(fpr, tpr),
+    }
+    for eff in EFFICIENCIES:
+        out[f"rejection_at_{int(eff * 100)}"] = rejection_at(fpr, tpr, eff)
+    return out
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def load_run_model(run: RunDir) -> Any:
+    """Load RUN_DIR/model.keras."""
+    import keras
+
+    run.require("model")
+    return keras.models.load_model(run.model, compile=False)
+
+
+def run_stream(run: RunDir, signal: Sequence[str] | None = None, background: Sequence[str] | None = None
+               ) -> tuple[Any, np.ndarray | None, dict[str, np.ndarray] | None]:
+    """The run's event stream (its preprocessing) over its own files, or over new labelled files.
+
+    Returns (stream, ids to use or None for the run's split, split dict or None).
+    """
+    from sbt_batch import data as D
+
+    cfg = run.read_config()
+    prep = D.Preprocess.from_dict(cfg["preprocess"])
+    if signal or background:
+        sources = D.open_sources(list(signal or []), list(background or []))
+        index = D.EventIndex(sources)
+        if index.shape[1] != prep.input_shape[1] or max(prep.rows) >= index.shape[0]:
+            raise UserError(f"{sources[0].path}: image shape {index.shape} does not fit the run's rows {cfg['rows']}")
+        return D.EventStream(index, prep), np.arange(index.n, dtype=np.int64), None
+    split, files = D.load_split(run.split)
+    sources = [D.Source(Path(f["path"]), int(f["label"]), int(f["n"]), (0, 0)) for f in files]
+    for s in sources:
+        if not s.path.exists():
+            raise UserError(f"{s.path}: input file of run {run.path} not found (use --signal/--background)")
+    sources = D.open_sources([str(s.path) for s in sources if s.label == D.SIGNAL],
+                             [str(s.path) for s in sources if s.label == D.BACKGROUND])
+    return D.EventStream(D.EventIndex(sources), prep), None, split
+
+
+def predict(model: Any, stream: Any, ids: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Signal scores for ``ids`` (in the given order)."""
+    from sbt_batch.models import signal_score
+
+    out = []
+    for lo in range(0, len(ids), batch_size):
+        x = stream.read(ids[lo : lo + batch_size])
+        out.append(np.asarray(signal_score(model(x, training=False))))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], stem: Path) -> list[Path]:
+    """ROC curves (background rejection vs signal efficiency style: FPR vs TPR) with AUC in the legend."""
+    from sbt_batch.plots import atlas_label, new_figure, save_figure
+
+    fig, ax = new_figure(figsize=(7, 6))
+    for name, fpr, tpr, a in curves:
+        ax.plot(tpr, fpr, label=f"{name} (AUC = {a:.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="random")
+    ax.set_xlabel("Signal efficiency")
+    ax.set_ylabel("Background efficiency")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.88), fontsize="small")
+    atlas_label(ax)
+    return save_figure(fig, stem)
+
+
+def plot_scores(labels: np.ndarray, scores: np.ndarray, stem: Path) -> list[Path]:
+    """Normalized score distributions for signal and background."""
+    from sbt_batch.plots import atlas_label, new_figure, save_figure
+
+    fig, ax = new_figure(figsize=(7, 6))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(scores[labels == 1], bins=bins, density=True, histtype="step", lw=2, label="signal (ZvvHbb)")
+    ax.hist(scores[labels == 0], bins=bins, density=True, histtype="step", lw=2, label="background (JZ0W)")
+    ax.set_xlabel("CNN signal score")
+    ax.set_ylabel("Normalized events")
+    ax.set_yscale("log")
+    ax.set_ylim(top=ax.get_ylim()[1] * 30)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.88))
+    atlas_label(ax)
+    return save_figure(fig, stem)
+
+
+def plot_history(history: list[dict[str, Any]], key: str, stem: Path) -> list[Path]:
+    """Train and validation ``key`` (loss or accuracy) per epoch."""
+    from sbt_batch.plots import atlas_label, new_figure, save_figure
+
+    fig, ax = new_figure(figsize=(7, 6))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h[key] for h in history], "o-", label="train")
+    ax.plot(epochs, [h[f"val_{key}"] for h in history], "s--", label="validation")
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel(key.capitalize())
+    ax.legend(loc="best")
+    atlas_label(ax)
+    return save_figure(fig, stem)
+
+
+# --------------------------------------------------------------------------- evaluate / compare
+
+
+def evaluate_run(run_dir: str | Path, signal: Sequence[str] | None = None, background: Sequence[str] | None = None,
+                 out: str | Path | None = None, plots: bool = True) -> dict[str, Any]:
+    """Evaluate RUN_DIR on its test split (or on the given files); write metrics.json, roc.npz and plots."""
+    run = RunDir(Path(run_dir)).require("config", "model")
+    stream, ids, split = run_stream(run, signal, background)
+    if ids is None:
+        assert split is not None
+        ids = split.get("test", np.zeros(0, np.int64))
+        source = "test split"
+    else:
+        source = "files"
+    if len(ids) == 0:
+        raise UserError(f"{run.path}: no test events to evaluate: dataset is empty after filtering (use --signal/--background)")
+    labels = stream.index.labels[ids]
+    if labels.min() == labels.max():
+        raise UserError(f"{run.path}: the evaluation events are all of one class; need signal and background")
+    out_dir = Path(out) if out else (run.eval if source == "test split" else run.path / "eval-files")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_run_model(run)
+    scores = predict(model, stream, ids)
+    stream.close()
+    metrics = compute_metrics(labels, scores)
+    metrics.update(run=str(run.path), model=run.read_config().get("model"), evaluated_on=source)
+    fpr, tpr = roc_curve(labels, scores)
+    from sbt_batch.fileio import atomic_path
+
+    with atomic_path(out_dir / "roc.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, fpr=fpr, tpr=tpr, labels=labels, scores=scores, ids=ids)
+    if plots:
+        name = str(metrics["model"])
+        plot_roc([(name, fpr, tpr, metrics["auc"])], out_dir / "roc")
+        plot_scores(labels, scores, out_dir / "scores")
+        history = run.read_history()
+        if history:
+            plot_history(history, "loss", out_dir / "loss")
+            plot_history(history, "accuracy", out_dir / "accuracy")
+    write_json_atomic(out_dir / "metrics.json", _json_safe(metrics))
+    return metrics
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _label(run: RunDir, cfg: dict[str, Any], names: list[str]) -> str:
+    name = str(cfg.get("model", run.path.name))
+    return name if names.count(name) == 1 else f"{name} ({run.path.name})"
+
+
+def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare") -> list[dict[str, Any]]:
+    """Overlay ROC curves, draw the baseline-error bar chart, write compare.json; return the table rows."""
+    from sbt_batch.plots import atlas_label, new_figure, save_figure
+
+    if not run_dirs:
+        raise UserError("compare: give at least one RUN_DIR")
+    runs = [RunDir(Path(r)).require("config") for r in run_dirs]
+    cfgs = [r.read_config() for r in runs]
+    names = [str(c.get("model")) for c in cfgs]
+    rows, curves = [], []
+    for run, cfg in zip(runs, cfgs):
+        if not (run.eval / "metrics.json").exists() or not (run.eval / "roc.npz").exists():
+            evaluate_run(run.path)
+        import json
+
+        m = json.loads((run.eval / "metrics.json").read_text())
+        with np.load(run.eval / "roc.npz") as z:
+            fpr, tpr = z["fpr"], z["tpr"]
+        label = _label(run, cfg, names)
+        curves.append((label, fpr, tpr, m["auc"]))
+        rows.append({"run": str(run.path), "label": label, **{k: m.get(k) for k in (
+            "auc", "accuracy", "baseline_error_percent", "rejection_at_50", "rejection_at_80", "events")}})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_roc(curves, out / "roc")
+    fig, ax = new_figure(figsize=(max(6, 1.4 * len(rows)), 6))
+    ax.bar([r["label"] for r in rows], [r["baseline_error_percent"] for r in rows], color="tab:blue")
+    ax.set_ylabel("Baseline error [%]")
+    ax.set_ylim(0, 1.3 * max((r["baseline_error_percent"] or 0) for r in rows) + 1e-9)
+    ax.tick_params(axis="x", labelrotation=30)
+    atlas_label(ax)
+    save_figure(fig, out / "baseline_error")
+    write_json_atomic(out / "compare.json", rows)
+    return rows

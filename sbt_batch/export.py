@@ -1,0 +1,173 @@
+"""Export a trained run: SavedModel, frozen graph (.pb) for DNNDK/Vitis AI, ONNX, and JPEG image sets.
+
+Outputs go to RUN_DIR/export/ (or ``out``). Every export is written to a temporary name first and
+renamed into place, so an interrupted export never leaves a half-written file or folder.
+The exported graphs take the *preprocessed* image (see ``preprocess`` in the ``.json`` beside them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbt_batch.errors import UserError
+from sbt_batch.fileio import atomic_path, write_json_atomic
+from sbt_batch.rundir import RunDir
+
+FORMATS = ("savedmodel", "frozen-pb", "onnx", "jpeg")
+INPUT_NAME = "input"
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; it replaces ``target`` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _concrete(model: Any) -> tuple[Any, Any]:
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)
+    fn = tf.function(lambda t: model(t, training=False))
+    return fn, spec
+
+
+def _info(run: RunDir, model: Any, inputs: list[str], outputs: list[str], fmt: str) -> dict[str, Any]:
+    cfg = run.read_config()
+    return {
+        "format": fmt,
+        "model": cfg.get("model"),
+        "inputs": inputs,
+        "outputs": outputs,
+        "input_shape": [None, *model.input_shape[1:]],
+        "output_shape": [None, *model.output_shape[1:]],
+        "output": cfg.get("output", "softmax"),
+        "signal_column": 1 if model.output_shape[-1] == 2 else 0,
+        "preprocess": cfg.get("preprocess"),
+    }
+
+
+def export_savedmodel(model: Any, target: Path) -> Path:
+    """A TensorFlow SavedModel folder with a ``serve`` signature."""
+    import tensorflow as tf
+
+    fn, spec = _concrete(model)
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(lambda input: {"output": model(input, training=False)}, input_signature=[spec])
+    with atomic_dir(target) as tmp:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    return target
+
+
+def export_frozen_pb(model: Any, target: Path) -> tuple[Path, list[str], list[str]]:
+    """A frozen GraphDef (variables folded into constants); returns (path, input names, output names)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn, spec = _concrete(model)
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function(spec))
+    graph_def = frozen.graph.as_graph_def()
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
+    outputs = [t.name for t in frozen.outputs]
+    with atomic_path(target, suffix=".pb") as tmp:
+        tmp.write_bytes(graph_def.SerializeToString())
+    return target, inputs, outputs
+
+
+def export_onnx(model: Any, target: Path, opset: int = 17) -> tuple[Path, list[str], list[str]]:
+    """An ONNX model through tf2onnx.convert.from_function (from_keras fails with Keras 3)."""
+    import tf2onnx
+
+    fn, spec = _concrete(model)
+    with atomic_path(target, suffix=".onnx") as tmp:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset, output_path=str(tmp))
+    return target, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output]
+
+
+def export_jpeg(run: RunDir, target: Path, max_images: int | None = None, quality: int = 95) -> tuple[Path, int]:
+    """The run's train/val/test images as viridis JPEGs (``train_images/<i>_train.jpeg``...) plus labels.csv."""
+    from PIL import Image
+
+    from sbt_batch import data as D
+    from sbt_batch.evaluate import run_stream
+
+    stream, _ids, split = run_stream(run)
+    assert split is not None
+    n_written = 0
+    with atomic_dir(target) as tmp:
+        rows = []
+        for name in D.SPLIT_NAMES:
+            ids = split.get(name, np.zeros(0, np.int64))[: max_images]
+            folder = tmp / f"{name}_images"
+            folder.mkdir()
+            for lo in range(0, len(ids), 4096):
+                chunk = ids[lo : lo + 4096]
+                imgs = D.to_rgb_uint8(_norm_only(stream.prep, stream.read_raw(chunk)))
+                for k, (gid, img) in enumerate(zip(chunk, imgs)):
+                    i = lo + k
+                    fname = f"{i}_{name}.jpeg"
+                    Image.fromarray(img, "RGB").save(folder / fname, format="JPEG", quality=quality)
+                    f, r = stream.index.locate(np.array([gid]))
+                    rows.append([name, i, f"{name}_images/{fname}", int(stream.index.labels[gid]),
+                                 stream.index.sources[int(f[0])].path.name, int(r[0])])
+                    n_written += 1
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["split", "index", "image", "label", "file", "event"])
+        w.writerows(rows)
+        (tmp / "labels.csv").write_text(buf.getvalue())
+    stream.close()
+    return target, n_written
+
+
+def _norm_only(prep: Any, x: np.ndarray) -> np.ndarray:
+    """Normalized grey images (N, R, 32) before coloring."""
+    from sbt_batch import data as D
+
+    grey = D.Preprocess(prep.rows, prep.norm, prep.negative, prep.scale, False, prep.mean, prep.std)
+    return grey.apply(x)[..., 0]
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, max_images: int | None = None) -> dict[str, Any]:
+    """Export RUN_DIR in ``fmt``; returns a dict with the written path(s) and, for graphs, node names."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format: unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    run = RunDir(Path(run_dir)).require("config", "model")
+    out_dir = Path(out) if out else run.export
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "jpeg":
+        path, n = export_jpeg(run, out_dir / "jpeg", max_images)
+        return {"format": fmt, "path": str(path), "images": n, "labels": str(path / "labels.csv")}
+    from sbt_batch.evaluate import load_run_model
+
+    model = load_run_model(run)
+    if fmt == "savedmodel":
+        path = export_savedmodel(model, out_dir / "savedmodel")
+        info = _info(run, model, [f"{INPUT_NAME}"], ["output"], fmt)
+        write_json_atomic(out_dir / "savedmodel.json", info)
+        return {**info, "path": str(path)}
+    if fmt == "frozen-pb":
+        path, ins, outs = export_frozen_pb(model, out_dir / "model.pb")
+    else:
+        path, ins, outs = export_onnx(model, out_dir / "model.onnx")
+    info = _info(run, model, ins, outs, fmt)
+    write_json_atomic(path.with_name(path.name + ".json"), info)
+    return {**info, "path": str(path), "nodes": str(path.with_name(path.name + ".json"))}

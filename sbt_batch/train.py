@@ -1,0 +1,452 @@
+"""Train a gFEX CNN: custom tf.GradientTape loop with checkpoints, exact resume and SIGTERM handling.
+
+``train(TrainConfig(...))`` or ``train(signal=[...], background=[...], model="2c2m", out="runs/x")``.
+The loop does not use ``model.fit``: with Keras 3, Horovod only works through low-level ops, so
+gradients go through ``ctx.allreduce_gradients`` and variables are broadcast after the first step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbt_batch import data as D
+from sbt_batch.config import check_keys, load_yaml, merge_options
+from sbt_batch.console import err_console, log, progress
+from sbt_batch.errors import EXIT_REQUEUE, UserError
+from sbt_batch.fileio import atomic_path
+from sbt_batch.rundir import RunDir
+
+OPTIMIZERS = {  # name -> (keras class name, default learning rate, extra kwargs)
+    "adam": ("Adam", 1e-3, {}),
+    "sgd": ("SGD", 1e-2, {"momentum": 0.9}),
+    "rmsprop": ("RMSprop", 1e-3, {}),
+    "adadelta": ("Adadelta", 1.0, {}),
+    "adagrad": ("Adagrad", 1e-2, {}),
+    "nadam": ("Nadam", 1e-3, {}),
+}
+SCHEDULES = ("constant", "exp")
+
+
+class TrainingInterrupted(UserError):
+    """SIGTERM arrived: a checkpoint was written; the batch layer should requeue (exit 75)."""
+
+    exit_code = EXIT_REQUEUE
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``sbt-batch train`` (also the keys of the YAML job spec)."""
+
+    signal: list[str] = field(default_factory=list)
+    background: list[str] = field(default_factory=list)
+    model: str = "2c2m"
+    out: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 1
+    rows: str | list[int] | None = None  # None/"auto": drop rows that are zero in every event
+    split: str = "0.5,0.45,0.05"
+    max_events: int | None = None  # per class, seeded random subset
+    norm: str = "standardize"
+    negative: str = "clip"
+    log1p_scale: float = 1000.0  # MeV
+    rgb: bool = False
+    output: str = "softmax"
+    optimizer: str = "adam"
+    lr: float | None = None  # default: the optimizer's (adam 1e-3, sgd 1e-2, ...)
+    lr_schedule: str = "constant"  # or "exp": lr * lr_decay**epoch (the notebook's 1e-2 * 0.7**epoch)
+    lr_decay: float = 0.7
+    balance: str = "weights"
+    early_stopping: int | None = None  # patience in epochs on val_loss
+    keep_best: bool = False
+    cache: str = "auto"
+    cache_limit_mb: int = 2048
+    window_batches: int = 64  # batches per read/shuffle window (at most 32 MB); part of the data order
+    parallel_reads: int = 4
+    prefetch: int = 2
+    deterministic: bool = True
+    resume: str | None = None
+    max_steps: int | None = None  # stop each epoch after this many steps (smoke tests, benchmarks)
+    progress: bool = True
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """All option names."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], where: str = "options") -> TrainConfig:
+        """Build from a mapping (YAML spec merged with CLI flags), with one-line errors for bad keys/values."""
+        check_keys(options, cls.keys(), where)
+        cfg = cls(**options)
+        cfg.normalize()
+        return cfg
+
+    def normalize(self) -> None:
+        """Coerce types and check values (raising one-line UserErrors)."""
+        for name in ("signal", "background"):
+            v = getattr(self, name)
+            setattr(self, name, D.expand_paths([v] if isinstance(v, (str, Path)) else (v or []), f"--{name}"))
+        if isinstance(self.split, (list, tuple)):
+            self.split = ",".join(str(v) for v in self.split)
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("window_batches", 1), ("parallel_reads", 1)):
+            try:
+                val = int(getattr(self, name))
+            except (TypeError, ValueError):
+                raise UserError(f"--{name.replace('_', '-')}: expected an integer, got {getattr(self, name)!r}") from None
+            if val < lo:
+                raise UserError(f"--{name.replace('_', '-')}: must be at least {lo}")
+            setattr(self, name, val)
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer: unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
+        if self.lr_schedule not in SCHEDULES:
+            raise UserError(f"--lr-schedule: unknown schedule '{self.lr_schedule}' (choose from {', '.join(SCHEDULES)})")
+        if self.cache not in D.CACHES:
+            raise UserError(f"--cache: unknown mode '{self.cache}' (choose from {', '.join(D.CACHES)})")
+        if self.balance not in D.BALANCES:
+            raise UserError(f"--balance: unknown mode '{self.balance}' (choose from {', '.join(D.BALANCES)})")
+        D.check_preprocess_options(self.norm, self.negative)
+        D.parse_split(self.split)
+        from sbt_batch.models import check_model
+
+        check_model(self.model, self.output)
+
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate of 0-based ``epoch``."""
+        lr = self.lr if self.lr is not None else OPTIMIZERS[self.optimizer][1]
+        return lr * (self.lr_decay**epoch if self.lr_schedule == "exp" else 1.0)
+
+
+def resolve_config(
+    config: TrainConfig | None = None, spec_path: str | Path | None = None, **options: Any
+) -> TrainConfig:
+    """Merge a YAML spec (optional), a TrainConfig and keyword options (which win) into a checked config."""
+    base: dict[str, Any] = {}
+    if spec_path is not None:
+        spec = load_yaml(spec_path)
+        check_keys(spec, TrainConfig.keys(), str(spec_path))
+        base.update(spec)
+    if config is not None:
+        base.update({k: v for k, v in asdict(config).items() if v != getattr(TrainConfig(), k) or k not in base})
+    check_keys(options, TrainConfig.keys(), "train options")
+    return TrainConfig.from_options(merge_options(base, options), str(spec_path or "train options"))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(path: Path, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
+    arrays = {f"m{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
+    arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, state=np.array(json.dumps(state)), **arrays)
+
+
+def _load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    with np.load(path) as z:
+        for i, v in enumerate(model.variables):
+            v.assign(z[f"m{i}"])
+        for i, v in enumerate(optimizer.variables):
+            v.assign(z[f"o{i}"])
+        return json.loads(str(z["state"]))
+
+
+def _set_weights_from(path: Path, model: Any) -> None:
+    with np.load(path) as z:
+        for i, v in enumerate(model.variables):
+            v.assign(z[f"m{i}"])
+
+
+def _make_optimizer(cfg: TrainConfig) -> Any:
+    import keras
+
+    cls_name, _, extra = OPTIMIZERS[cfg.optimizer]
+    return getattr(keras.optimizers, cls_name)(learning_rate=cfg.learning_rate(0), **extra)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Prepared:
+    """Everything assembled from the input files before the first step."""
+
+    index: D.EventIndex
+    stream: D.EventStream
+    split: dict[str, np.ndarray]
+    balance: D.Balance
+    weights: np.ndarray
+
+
+def prepare_data(cfg: TrainConfig, run: RunDir | None, ctx: Any, split: dict[str, np.ndarray] | None = None,
+                 prep: D.Preprocess | None = None) -> Prepared:
+    """Open files, choose rows, split, fit normalization and open the event stream (cached when it fits)."""
+    sources = D.open_sources(cfg.signal, cfg.background)
+    index = D.EventIndex(sources)
+    if prep is None:
+        rows = D.parse_rows(cfg.rows, index.shape[0]) or D.find_nonzero_rows(sources)
+        prep = D.Preprocess(rows, cfg.norm, cfg.negative, float(cfg.log1p_scale), bool(cfg.rgb))
+    if split is None:
+        ids = D.limit_events(index.labels, cfg.max_events, cfg.seed)
+        for c, name in ((D.SIGNAL, "signal"), (D.BACKGROUND, "background")):
+            if not np.any(index.labels[ids] == c):
+                raise UserError(f"--{name}: no {name} events in the input files: dataset is empty after filtering")
+        sub = D.make_split(len(ids), D.parse_split(cfg.split), cfg.seed)
+        split = {k: ids[v] for k, v in sub.items()}
+    stream = D.EventStream(index, prep)
+    if prep.norm == "standardize" and prep.mean == 0.0 and prep.std == 1.0:
+        prep.mean, prep.std = D.compute_standardize(stream, split["train"])
+    balance = D.Balance.from_labels(cfg.balance, index.labels[split["train"]])
+    used = np.concatenate([split["train"], split["val"]])
+    fits = stream.nbytes(len(used)) <= cfg.cache_limit_mb * 2**20
+    if cfg.cache == "memory" or (cfg.cache == "auto" and fits):
+        stream.load_cache(used, show=cfg.progress and ctx.is_root)
+    return Prepared(index, stream, split, balance, balance.weights(index.labels))
+
+
+def _resolved(cfg: TrainConfig, prepared: Prepared, run: RunDir) -> dict[str, Any]:
+    from sbt_batch import __version__
+
+    d = asdict(cfg)
+    d["out"] = str(run.path)
+    d["resume"] = None
+    d["preprocess"] = prepared.stream.prep.to_dict()
+    d["rows"] = D.rows_to_spec(prepared.stream.prep.rows)
+    d["lr"] = cfg.learning_rate(0)
+    d["input_shape"] = list(prepared.stream.prep.input_shape)
+    d["class_weight"] = {int(k): float(v) for k, v in prepared.balance.class_weight.items()}
+    d["events"] = {k: int(len(v)) for k, v in prepared.split.items()}
+    d["sbt_batch_version"] = __version__
+    return d
+
+
+def _fmt_rate(n: float, seconds: float) -> str:
+    return f"{n / seconds:,.0f} img/s" if seconds > 0 else ""
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    history: list[dict[str, Any]]
+    model: Any
+
+
+def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, ctx: Any = None, **options: Any) -> TrainResult:
+    """Train one model and write RUN_DIR (see :mod:`sbt_batch.rundir`); keyword options override ``config``."""
+    from sbt_batch.distributed import detect
+
+    ctx = ctx or detect()
+    resume = options.pop("resume", None) or (config.resume if config else None)
+    if resume:
+        run = RunDir(Path(resume)).require("config")
+        stored = {k: v for k, v in run.read_config().items() if k in TrainConfig.keys()}
+        allowed = {"epochs", "progress", "cache", "cache_limit_mb", "parallel_reads", "prefetch"}
+        extra = {k: v for k, v in options.items() if k in allowed and v is not None}
+        clash = [k for k, v in options.items() if k not in allowed and v is not None and k != "out" and stored.get(k) != v]
+        if clash:
+            raise UserError(f"--resume: option '{clash[0]}' cannot change when resuming {run.path}")
+        cfg = TrainConfig.from_options({**stored, **extra}, str(run.config))
+        cfg.out = str(run.path)
+        split, _files = D.load_split(run.split)
+        prep = D.Preprocess.from_dict(run.read_config()["preprocess"])
+    else:
+        cfg = resolve_config(config, spec, **options)
+        if not cfg.out:
+            raise UserError("--out: no run directory given")
+        run = RunDir(Path(cfg.out))
+        if run.model.exists() or run.latest_checkpoint() is not None:
+            raise UserError(f"{run.path}: run directory already holds a training run (use --resume or a new --out)")
+        split, prep = None, None
+
+    prepared = prepare_data(cfg, run, ctx, split, prep)  # all input checks happen before TensorFlow loads
+    import keras
+    import tensorflow as tf
+
+    from sbt_batch.models import build_model
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    p = prepared.stream.prep
+    if ctx.is_root:
+        run.create()
+        if not resume:
+            D.save_split(run.split, prepared.split, prepared.index.sources)
+            run.write_config(_resolved(cfg, prepared, run))
+
+    model = build_model(cfg.model, p.input_shape, cfg.output)
+    optimizer = _make_optimizer(cfg)
+    optimizer.build(model.trainable_variables)
+    softmax = cfg.output == "softmax"
+    loss_fn = (keras.losses.SparseCategoricalCrossentropy if softmax else keras.losses.BinaryCrossentropy)(reduction=None)
+
+    spec_x = tf.TensorSpec((None, *p.input_shape), tf.float32)
+    spec_v = tf.TensorSpec((None,), tf.float32)
+
+    def _targets(y: Any) -> Any:
+        return y if softmax else tf.cast(y, tf.float32)[:, None]
+
+    def _correct(y: Any, pred: Any) -> Any:
+        guess = tf.argmax(pred, axis=-1, output_type=tf.int32) if softmax else tf.cast(pred[:, 0] > 0.5, tf.int32)
+        return tf.reduce_sum(tf.cast(tf.equal(guess, y), tf.float32))
+
+    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int32), spec_v])
+    def train_step(x: Any, y: Any, w: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            per = loss_fn(_targets(y), pred)
+            loss = tf.reduce_mean(per * w)
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads = ctx.allreduce_gradients(grads)
+        optimizer.apply(grads, model.trainable_variables)
+        return tf.reduce_sum(per), _correct(y, pred)
+
+    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int32)])
+    def eval_step(x: Any, y: Any) -> tuple[Any, Any]:
+        pred = model(x, training=False)
+        return tf.reduce_sum(loss_fn(_targets(y), pred)), _correct(y, pred)
+
+    # ---- state (possibly restored)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": [0.0, 0.0, 0.0], "history": [], "best": None, "wait": 0}
+    if resume:
+        ckpt = run.latest_checkpoint()
+        if ckpt is None:
+            raise UserError(f"{run.path}: no checkpoint to resume from")
+        state = _load_checkpoint(ckpt, model, optimizer)
+        if ctx.is_root:
+            err_console.print(f"resuming {run.path} from {ckpt.name}")
+    history: list[dict[str, Any]] = state["history"]
+
+    stop = {"flag": False}
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    try:
+        old_handler = signal.signal(signal.SIGTERM, _on_term)
+    except ValueError:  # not the main thread
+        old_handler = None
+
+    def _interrupted() -> bool:
+        return ctx.average(1.0 if stop["flag"] else 0.0) > 0
+
+    train_ids, labels = prepared.split["train"], prepared.index.labels
+    val_ids = prepared.split["val"]
+    first_step = True
+    window = D.window_events(prepared.stream, cfg.batch_size, cfg.window_batches)
+    try:
+        for epoch in range(state["epoch"], cfg.epochs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            lr = cfg.learning_rate(epoch)
+            if callable(getattr(ctx, "lr_multiplier", None)):  # e.g. Horovod: scale with ranks after warm-up
+                lr *= float(ctx.lr_multiplier(epoch))
+            optimizer.learning_rate.assign(lr)
+            ids = prepared.balance.epoch_ids(train_ids, labels, cfg.seed, epoch)
+            order = ctx.shard(D.epoch_order(ids, cfg.seed, epoch, window))
+            n_steps = math.ceil(len(order) / cfg.batch_size)
+            if cfg.max_steps:
+                n_steps = min(n_steps, cfg.max_steps)
+            start = state["step"] if state["epoch"] == epoch else 0
+            loss_sum, correct, seen = state["sums"] if start else (0.0, 0.0, 0.0)
+            order = order[start * cfg.batch_size : n_steps * cfg.batch_size]
+            ds = D.make_tf_dataset(prepared.stream, order, cfg.batch_size, prepared.weights if cfg.balance == "weights" else None,
+                                   cfg.window_batches, cfg.parallel_reads, cfg.prefetch)
+            step = start
+            with progress(transient=True) as bar:
+                task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_steps, completed=start, rate="",
+                                    visible=cfg.progress and ctx.is_root)
+                for x, y, w in ds:
+                    l_b, c_b = train_step(x, y, w)
+                    if first_step:
+                        ctx.broadcast_variables(list(model.variables) + list(optimizer.variables))
+                        first_step = False
+                    step += 1
+                    loss_sum += float(l_b)
+                    correct += float(c_b)
+                    seen += int(x.shape[0])
+                    bar.update(task, advance=1, rate=_fmt_rate(seen, time.perf_counter() - t0))
+                    if _interrupted():
+                        _checkpoint_and_exit(run, ctx, model, optimizer, state, epoch, step, [loss_sum, correct, seen])
+            train_loss = ctx.average(loss_sum) / max(ctx.average(seen), 1)
+            train_acc = ctx.average(correct) / max(ctx.average(seen), 1)
+            seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+            val_loss, val_acc = _evaluate_ids(prepared, val_ids, cfg, eval_step, ctx)
+            row = {"epoch": epoch + 1, "loss": train_loss, "accuracy": train_acc, "val_loss": val_loss,
+                   "val_accuracy": val_acc, "lr": lr, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+                   "images_per_s": round(ctx.average(seen) * ctx.size / seconds, 1) if seconds > 0 else None}
+            history.append(row)
+            improved = state["best"] is None or (val_loss == val_loss and val_loss < state["best"])
+            if improved:
+                state["best"], state["wait"] = val_loss, 0
+            else:
+                state["wait"] += 1
+            state.update(epoch=epoch + 1, step=0, sums=[0.0, 0.0, 0.0], history=history)
+            line = (f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} acc {train_acc:.4f} val_loss {val_loss:.4f} "
+                    f"val_acc {val_acc:.4f} lr {lr:.3g} {seconds:.1f}s {_fmt_rate(seen * ctx.size, seconds)}")
+            if ctx.is_root:
+                if improved and cfg.keep_best:
+                    _save_checkpoint(run.checkpoints / "best.npz", model, optimizer, state)
+                _save_checkpoint(run.checkpoint_path(epoch + 1), model, optimizer, state)
+                for old in run.checkpoints.glob(f"epoch-{epoch + 1:04d}-step-*.npz"):
+                    old.unlink(missing_ok=True)
+                run.write_history(history)
+                run.append_log(line)
+                err_console.print(line, highlight=False)
+            log.info(line)
+            if cfg.early_stopping and state["wait"] >= cfg.early_stopping:
+                if ctx.is_root:
+                    err_console.print(f"early stopping: val_loss did not improve for {cfg.early_stopping} epochs")
+                break
+            if _interrupted():
+                raise TrainingInterrupted(f"SIGTERM: checkpoint saved after epoch {epoch + 1} in {run.checkpoints}; "
+                                          f"continue with --resume {run.path}")
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+        prepared.stream.close()
+
+    if cfg.keep_best and (run.checkpoints / "best.npz").exists():
+        _set_weights_from(run.checkpoints / "best.npz", model)
+    if ctx.is_root:
+        with atomic_path(run.model, suffix=".keras") as tmp:
+            model.save(tmp)
+        run.write_history(history)
+    return TrainResult(run.path, history, model)
+
+
+def _checkpoint_and_exit(run: RunDir, ctx: Any, model: Any, optimizer: Any, state: dict[str, Any],
+                         epoch: int, step: int, sums: list[float]) -> None:
+    state = {**state, "epoch": epoch, "step": step, "sums": sums}
+    path = run.checkpoint_path(epoch + 1, step)
+    if ctx.is_root:
+        _save_checkpoint(path, model, optimizer, state)
+    raise TrainingInterrupted(f"SIGTERM: checkpoint saved at epoch {epoch + 1} step {step} ({path}); "
+                              f"continue with --resume {run.path}")
+
+
+def _evaluate_ids(prepared: Prepared, ids: np.ndarray, cfg: TrainConfig, eval_step: Any, ctx: Any) -> tuple[float, float]:
+    """Unweighted mean loss and accuracy over ``ids`` (sharded over ranks, averaged)."""
+    if len(ids) == 0:
+        return float("nan"), float("nan")
+    mine = np.array_split(ids, ctx.size)[ctx.rank]
+    loss = correct = 0.0
+    for x, y, _w in D.make_tf_dataset(prepared.stream, mine, max(cfg.batch_size, 256), None,
+                                      cfg.window_batches, cfg.parallel_reads, cfg.prefetch):
+        l_b, c_b = eval_step(x, y)
+        loss += float(l_b)
+        correct += float(c_b)
+    n = ctx.average(len(mine))
+    return ctx.average(loss) / n, ctx.average(correct) / n

@@ -1,0 +1,142 @@
+"""The local backend end to end: a detached process pool, real conversions, failures, cancel, resubmit, collect."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from batchtest import assert_same_hdf5, probe_output, settled, states, submit_probe, probe_tasks, wait_rows
+from conftest import assert_one_line_error, run_sbt
+from sbt_batch.batch.core import run_status
+from sbt_batch.batch.run import Run
+from sbt_batch.errors import EXIT_INCOMPLETE
+
+NASTY = "we ird; $(touch PWNED) 'q' \"d\" `x` #h"
+
+
+@pytest.fixture(scope="module")
+def ntuples(tmp_path_factory) -> Path:
+    """Three small sample ntuples (real ROOT files from `sbt-batch sample-ntuples`)."""
+    d = tmp_path_factory.mktemp("nt")
+    result = run_sbt("sample-ntuples", d, "--kind", "background", "--files", "3", "--events", "30", "--seed", "4")
+    assert result.returncode == 0, result.stderr
+    return d
+
+
+def _run_of(result, runs: Path) -> Run:
+    assert result.returncode == 0, result.stderr
+    (path,) = [p for p in runs.iterdir() if not p.name.startswith(".")] if len(list(runs.iterdir())) == 1 else [sorted(runs.iterdir())[-1]]
+    return Run.open(path)
+
+
+def test_convert_end_to_end_matches_direct(tmp_path, ntuples):
+    runs = tmp_path / "runs"
+    result = run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "-k", "2", "--runs-dir", runs, "--name", "e2e")
+    run = _run_of(result, runs)
+    assert len(run.tasks) == 2
+    # the submitting command has exited; the detached runner keeps going and status follows it
+    wait_rows(run, lambda rows: states(rows) == ["completed"] * 2, timeout=90)
+    status = run_sbt("status", "e2e", "--runs-dir", runs, "--json")
+    assert json.loads(status.stdout)["state"] == "completed"
+    collected = run_sbt("collect", run.path)
+    assert collected.returncode == 0, collected.stderr
+    direct = run_sbt("convert", ntuples, "-o", tmp_path / "direct.h5", "--workers", "1")
+    assert direct.returncode == 0, direct.stderr
+    assert_same_hdf5(tmp_path / "out" / "merged.h5", tmp_path / "direct.h5")
+    listing = run_sbt("runs", "--runs-dir", runs)
+    assert "e2e-" in listing.stdout and "completed" in listing.stdout
+
+
+def test_failed_task_resubmit_and_collect(tmp_path, ntuples):
+    inputs = tmp_path / "in"
+    shutil.copytree(ntuples, inputs)
+    bad = sorted(inputs.glob("*.root"))[1]
+    good_copy = tmp_path / "good.root"
+    shutil.copy(bad, good_copy)
+    bad.write_bytes(b"not a ROOT file")
+    runs = tmp_path / "runs"
+    run = _run_of(run_sbt("submit", "convert", inputs, "-o", tmp_path / "out", "--runs-dir", runs), runs)
+    rows = wait_rows(run, settled, timeout=90)
+    assert states(rows) == ["completed", "failed", "completed"]
+    assert rows[1].exit_code not in (0, None)
+    before = run.read_state(0)
+    collected = run_sbt("collect", run.path)
+    assert collected.returncode == EXIT_INCOMPLETE
+    assert_one_line_error(collected, "incomplete", "tasks 1")
+    assert bad.name in collected.stderr  # the last stderr lines of the failed task are listed
+    assert not (tmp_path / "out" / "merged.h5").exists()
+    # --allow-partial merges what is there, and still says so
+    partial = run_sbt("collect", run.path, "--allow-partial", "-o", tmp_path / "partial.h5")
+    assert partial.returncode == EXIT_INCOMPLETE and (tmp_path / "partial.h5").exists()
+    shutil.copy(good_copy, bad)
+    again = run_sbt("resubmit", run.path, "--failed")
+    assert again.returncode == 0 and "resubmitted 1 task" in again.stdout, again.stderr
+    rows = wait_rows(run, lambda r: states(r) == ["completed"] * 3, timeout=90)
+    assert [r.attempt for r in rows] == [1, 2, 1]
+    assert run.read_state(0) == before  # never re-run a completed task
+    assert (run.task_dir(1) / "attempt-1" / "state.json").exists()
+    assert run_sbt("resubmit", run.path).stdout.startswith("nothing to resubmit")
+    assert run_sbt("collect", run.path).returncode == 0
+    direct = run_sbt("convert", inputs, "-o", tmp_path / "direct.h5", "--workers", "1")
+    assert_same_hdf5(tmp_path / "out" / "merged.h5", tmp_path / "direct.h5")
+
+
+def test_cancel_then_resubmit(tmp_path):
+    marker = tmp_path / "go"
+    run = submit_probe(tmp_path / "runs", "local", probe_tasks(3, sleep=120, done_if=marker), max_running=1)
+    wait_rows(run, lambda rows: rows[0].state == "running", timeout=30)
+    result = run_sbt("cancel", run.path)
+    assert result.returncode == 0 and "cancelled 3 task" in result.stdout, result.stderr
+    rows = wait_rows(run, settled, timeout=30)
+    assert states(rows)[0] in {"killed", "cancelled"} and states(rows)[1:] == ["cancelled", "cancelled"]
+    marker.touch()
+    assert run_sbt("resubmit", run.path, "--failed").returncode == 0
+    rows = wait_rows(run, lambda r: states(r) == ["completed"] * 3, timeout=60)
+    assert [r.attempt for r in rows] == [2, 2, 2]
+
+
+def test_special_characters_arrive_unchanged(tmp_path):
+    runs = tmp_path / NASTY / "runs"
+    run = submit_probe(runs, "local", probe_tasks(2, args=[NASTY, "a;b", "$(id)"]), name=NASTY)
+    wait_rows(run, lambda rows: states(rows) == ["completed"] * 2, timeout=60)
+    assert probe_output(run, 1)["args"] == [NASTY, "a;b", "$(id)", "1"]
+    assert run.path.parent == runs.absolute() and run.name == NASTY
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+    status = run_sbt("status", run.path)
+    assert status.returncode == 0
+
+
+def test_kill_while_writing_leaves_no_partial_output(tmp_path):
+    nt = tmp_path / "nt"
+    assert run_sbt("sample-ntuples", nt, "--kind", "background", "--files", "1", "--events", "5000").returncode == 0
+    runs = tmp_path / "runs"
+    run = _run_of(run_sbt("submit", "convert", nt, "-o", tmp_path / "out", "--runs-dir", runs, "--convert-args", "--step-size 200"), runs)
+    parts = tmp_path / "out" / "parts"
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".part-00000.h5") for p in parts.iterdir()):  # the temp file being written
+        state = run.read_state(0) or {}
+        assert state.get("state") in (None, "running"), f"task ended before it could be killed: {state}"
+        assert time.monotonic() < deadline, "the conversion never started writing"
+        time.sleep(0.05)
+    assert run_sbt("cancel", run.path).returncode == 0
+    rows = wait_rows(run, settled, timeout=30)
+    assert states(rows) in (["killed"], ["cancelled"])
+    assert not (parts / "part-00000.h5").exists()
+    assert run_sbt("collect", run.path).returncode == EXIT_INCOMPLETE
+    assert run_sbt("resubmit", run.path).returncode == 0
+    wait_rows(run, lambda r: states(r) == ["completed"], timeout=120)
+    assert run_sbt("collect", run.path).returncode == 0
+    assert run.read_state(0)["attempt"] == 2
+
+
+def test_local_image_without_runtime_is_one_line_error(tmp_path, ntuples, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    import sys
+
+    result = run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "--runs-dir", tmp_path / "runs", "--image", "img.sif",
+                     env={"PATH": str(Path(sys.executable).parent)})
+    assert_one_line_error(result, "--image", "apptainer or podman")
