@@ -146,7 +146,7 @@ def scaling(files: list[Path], workdir: Path, repeats: int) -> dict:
     one, cold, warm = [], [], []
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, memory_limit=0)  # fmt: skip
+                               dashboard_address="127.0.0.1:0", memory_limit=0)  # fmt: skip
     try:
         client = Client(cluster)
         convert(files[:2], workdir / "warmup.h5", scheduler=cluster.scheduler_address)  # imports on the workers
@@ -174,7 +174,7 @@ elif mode == "dask":
     from distributed import Client, LocalCluster
     from sbt_batch.convert import convert
     with dask.config.set({{"distributed.worker.multiprocessing-method": "forkserver"}}):
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, memory_limit=0)
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=0)
     client = Client(cluster)
     convert([big], out, scheduler=cluster.scheduler_address)
     peak = max(client.run(lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss).values())

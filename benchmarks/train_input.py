@@ -9,7 +9,7 @@ Measured in one run (each phase in a fresh child process, so peak RSS is per pha
    (real events tiled with random per-event scale factors, written to /tmp and deleted afterwards).
 3. auc: test AUC on the real data (split 0.5,0.1,0.4) for each of the five models, 3 seeds.
 
-Command: ``nice .venv/bin/python benchmarks/train_input.py`` (writes benchmarks/results/train_input.md).
+Command: ``.venv/bin/python benchmarks/train_input.py`` (writes benchmarks/results/train_input.md).
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ def child(phase: str, args: argparse.Namespace) -> dict:
                 shutil.rmtree(out, ignore_errors=True)
         result = {"rates": rates, "cpu": cpu}
     elif phase == "rss":
+        if args.rss_model == "bench-linear":  # a benchmark-only model, added through the registry
+            from sbt_batch.models import register
+
+            register("bench-linear", "flatten + dense: makes the epoch input-bound")(lambda keras: [keras.layers.Flatten()])
         sig, bkg = json.loads(args.files)
         out = work / "rss-run"
         shutil.rmtree(out, ignore_errors=True)
@@ -140,8 +144,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=40, help="timed steps per epoch in the throughput phase")
     ap.add_argument("--reps", type=int, default=3, help="alternations of memory/stream in the throughput phase")
-    ap.add_argument("--rss-model", default="1c")
-    ap.add_argument("--rss-batch", type=int, default=512)
+    ap.add_argument("--rss-model", default="bench-linear", help="model for the RSS epoch (bench-linear: input-bound)")
+    ap.add_argument("--rss-batch", type=int, default=1024)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--skip", default="", help="comma list of phases to skip")
@@ -158,7 +162,7 @@ def main() -> None:
     skip = set(args.skip.split(","))
     lines = [f"# benchmarks/train_input.py -- {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}", "",
              f"Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; shared with other jobs, so absolute rates are noisy.",
-             f"Command: `nice .venv/bin/python benchmarks/train_input.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
+             f"Command: `.venv/bin/python benchmarks/train_input.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
     t_all = time.perf_counter()
     if "throughput" not in skip:
         files = make_synthetic(work / "tp", args.tp_gb, 1)

@@ -52,10 +52,26 @@ def default_ref(gpu: bool = False) -> str:
     return f"{repository()}:{__version__}-{'gpu' if gpu else 'cpu'}"
 
 
+def cache_root() -> Path:
+    """``$SBT_BATCH_CACHE`` (default ~/.cache/sbt-batch)."""
+    return Path(os.environ.get("SBT_BATCH_CACHE") or str(Path.home() / ".cache" / "sbt-batch"))
+
+
 def cache_dir() -> Path:
-    """Where pulled SIF files live: ``$SBT_BATCH_CACHE/images`` (default ~/.cache/sbt-batch/images)."""
-    root = os.environ.get("SBT_BATCH_CACHE") or str(Path.home() / ".cache" / "sbt-batch")
-    return Path(root) / "images"
+    """Where pulled SIF files live: ``$SBT_BATCH_CACHE/images``."""
+    return cache_root() / "images"
+
+
+def runtime_env(runtime: str) -> dict[str, str] | None:
+    """Environment for a podman/buildah call: the storage of scripts/build-image.sh when that exists
+    and CONTAINERS_CONF is not set (so its images are found and no bridge network is made); else None."""
+    if runtime not in ("podman", "buildah") or os.environ.get("CONTAINERS_CONF"):
+        return None
+    work = cache_root() / "podman"
+    if not (work / "containers.conf").is_file() or not (work / "storage.conf").is_file():
+        return None
+    return {**os.environ, "CONTAINERS_CONF": str(work / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(work / "storage.conf")}
 
 
 # ---- references and runtimes -------------------------------------------------------------------
@@ -279,7 +295,7 @@ def _run(argv: list[str], what: str, capture: bool = False) -> subprocess.Comple
     log.info("running: %s", " ".join(argv))
     try:
         proc = subprocess.run(argv, text=True, capture_output=capture, stdin=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE if not capture else None)
+                              stderr=subprocess.PIPE if not capture else None, env=runtime_env(argv[0]))
     except OSError as exc:
         raise UserError(f"{what}: cannot run {argv[0]} ({exc.strerror})") from None
     if proc.returncode != 0:
@@ -372,7 +388,8 @@ def list_images(runtime: str | None = None) -> list[dict[str, str]]:
             continue
         argv = [name, "images", "--format", "{{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.Size}}"]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                                  env=runtime_env(name))
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("%s images failed: %s", name, exc)
             continue
@@ -395,6 +412,6 @@ def check(image: str, runtime: str | None = None, gpus: int = 0, quick: bool = F
     argv = exec_argv(runtime, image, ["sbt-batch", "selfcheck", *(["--quick"] if quick else [])], gpus=gpus)
     log.info("running: %s", " ".join(argv))
     try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, env=runtime_env(runtime)).returncode
     except OSError as exc:
         raise UserError(f"{runtime}: cannot run ({exc.strerror})") from None

@@ -25,6 +25,7 @@ JOBQUEUE_KEYS = (
     "submit_command_extra", "shebang", "start_timeout",
 )  # fmt: skip
 DEFAULT_START_TIMEOUT = 300.0
+LOOPBACK_ANY_PORT = "127.0.0.1:0"  # the scheduler's HTTP server: loopback only, any free port
 
 
 def default_workers() -> int:
@@ -45,7 +46,7 @@ def local_cluster(workers: int | None = None):
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         return LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, silence_logs=logging.ERROR, memory_limit=0,
+            dashboard_address=LOOPBACK_ANY_PORT, silence_logs=logging.ERROR, memory_limit=0,
         )  # fmt: skip
 
 
@@ -66,6 +67,7 @@ def jobqueue_cluster(kind: str, profile: dict[str, Any] | None = None):
     }  # fmt: skip
     options.update({"walltime": "01:00:00"} if kind == "slurm" else {"disk": "1GB"})
     options.update(settings)
+    options["scheduler_options"] = {"dashboard_address": LOOPBACK_ANY_PORT, **(settings.get("scheduler_options") or {})}
     cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.HTCondorCluster
     try:
         cluster = cls(**options)

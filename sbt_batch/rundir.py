@@ -46,12 +46,15 @@ class RunDir:
     export = property(lambda self: self.path / "export")
 
     def create(self) -> RunDir:
-        """Create the directory and its sub-folders (the parent must exist and be writable)."""
+        """Create the directory (with parents) and its sub-folders."""
         from sbt_batch.fileio import check_writable_dir
 
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        check_writable_dir(parent.resolve(), "run parent")
-        for sub in (self.path, self.checkpoints, self.logs):
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot create run directory ({exc.strerror})") from None
+        check_writable_dir(self.path, "run")
+        for sub in (self.checkpoints, self.logs):
             sub.mkdir(exist_ok=True)
         return self
 

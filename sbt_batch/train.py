@@ -35,6 +35,14 @@ OPTIMIZERS = {  # name -> (keras class name, default learning rate, extra kwargs
 SCHEDULES = ("constant", "exp")
 
 
+_NUMERIC = (("epochs", int, 1), ("batch_size", int, 1), ("seed", int, 0), ("max_events", int, 1),
+            ("log1p_scale", float, None), ("lr", float, None), ("lr_decay", float, None), ("early_stopping", int, 1),
+            ("cache_limit_mb", int, 0), ("window_batches", int, 1), ("parallel_reads", int, 1), ("prefetch", int, 0),
+            ("max_steps", int, 1), ("rgb", bool, None), ("keep_best", bool, None), ("deterministic", bool, None),
+            ("progress", bool, None))
+_OPTIONAL = {"max_events", "lr", "early_stopping", "max_steps"}
+
+
 class TrainingInterrupted(UserError):
     """SIGTERM arrived: a checkpoint was written; the batch layer should requeue (exit 75)."""
 
@@ -97,13 +105,24 @@ class TrainConfig:
             setattr(self, name, D.expand_paths([v] if isinstance(v, (str, Path)) else (v or []), f"--{name}"))
         if isinstance(self.split, (list, tuple)):
             self.split = ",".join(str(v) for v in self.split)
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("window_batches", 1), ("parallel_reads", 1)):
+        for name, kind, lo in _NUMERIC:
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            flag = f"--{name.replace('_', '-')}"
             try:
-                val = int(getattr(self, name))
+                if kind is bool:
+                    if not isinstance(value, bool):
+                        raise ValueError
+                    val = value
+                else:
+                    val = kind(value)
+                    if kind is int and val != float(value):
+                        raise ValueError
             except (TypeError, ValueError):
-                raise UserError(f"--{name.replace('_', '-')}: expected an integer, got {getattr(self, name)!r}") from None
-            if val < lo:
-                raise UserError(f"--{name.replace('_', '-')}: must be at least {lo}")
+                raise UserError(f"{flag}: expected {kind.__name__}, got {value!r}") from None
+            if lo is not None and val < lo:
+                raise UserError(f"{flag}: must be at least {lo}")
             setattr(self, name, val)
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"--optimizer: unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
@@ -217,6 +236,8 @@ def _resolved(cfg: TrainConfig, prepared: Prepared, run: RunDir) -> dict[str, An
 
     d = asdict(cfg)
     d["out"] = str(run.path)
+    for key, label in (("signal", D.SIGNAL), ("background", D.BACKGROUND)):
+        d[key] = [str(s.path) for s in prepared.index.sources if s.label == label]
     d["resume"] = None
     d["preprocess"] = prepared.stream.prep.to_dict()
     d["rows"] = D.rows_to_spec(prepared.stream.prep.rows)
@@ -271,6 +292,25 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
             raise UserError(f"{run.path}: run directory already holds a training run (use --resume or a new --out)")
         split, prep = None, None
 
+    stop = {"flag": False}
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    try:
+        old_handler = signal.signal(signal.SIGTERM, _on_term)
+    except ValueError:  # not the main thread
+        old_handler = None
+    try:
+        return _train(cfg, run, bool(resume), split, prep, ctx, stop)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+
+
+def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndarray] | None,
+           prep: D.Preprocess | None, ctx: Any, stop: dict[str, bool]) -> TrainResult:
+    """The body of :func:`train` once options are resolved (SIGTERM sets ``stop['flag']``)."""
     prepared = prepare_data(cfg, run, ctx, split, prep)  # all input checks happen before TensorFlow loads
     import keras
     import tensorflow as tf
@@ -321,30 +361,21 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
 
     # ---- state (possibly restored)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": [0.0, 0.0, 0.0], "history": [], "best": None, "wait": 0}
-    if resume:
-        ckpt = run.latest_checkpoint()
-        if ckpt is None:
-            raise UserError(f"{run.path}: no checkpoint to resume from")
+    ckpt = run.latest_checkpoint() if resume else None
+    if ckpt is not None:
         state = _load_checkpoint(ckpt, model, optimizer)
-        if ctx.is_root:
-            err_console.print(f"resuming {run.path} from {ckpt.name}")
+    if resume and ctx.is_root:
+        err_console.print(f"resuming {run.path} from {ckpt.name if ckpt else 'the start (no checkpoint yet)'}")
     history: list[dict[str, Any]] = state["history"]
-
-    stop = {"flag": False}
-
-    def _on_term(signum: int, _frame: Any) -> None:
-        stop["flag"] = True
-
-    try:
-        old_handler = signal.signal(signal.SIGTERM, _on_term)
-    except ValueError:  # not the main thread
-        old_handler = None
 
     def _interrupted() -> bool:
         return ctx.average(1.0 if stop["flag"] else 0.0) > 0
 
     train_ids, labels = prepared.split["train"], prepared.index.labels
     val_ids = prepared.split["val"]
+    if _interrupted():
+        prepared.stream.close()
+        raise TrainingInterrupted(f"SIGTERM before the first step: nothing to checkpoint; continue with --resume {run.path}")
     first_step = True
     window = D.window_events(prepared.stream, cfg.batch_size, cfg.window_batches)
     try:
@@ -404,7 +435,7 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
                     old.unlink(missing_ok=True)
                 run.write_history(history)
                 run.append_log(line)
-                err_console.print(line, highlight=False)
+                err_console.print(line, highlight=False, soft_wrap=True)
             log.info(line)
             if cfg.early_stopping and state["wait"] >= cfg.early_stopping:
                 if ctx.is_root:
@@ -414,8 +445,6 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
                 raise TrainingInterrupted(f"SIGTERM: checkpoint saved after epoch {epoch + 1} in {run.checkpoints}; "
                                           f"continue with --resume {run.path}")
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
         prepared.stream.close()
 
     if cfg.keep_best and (run.checkpoints / "best.npz").exists():

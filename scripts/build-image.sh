@@ -4,6 +4,7 @@
 #   bash scripts/build-image.sh [build]    # base (cached) -> image -> tests inside -> archive -> archive test
 #   bash scripts/build-image.sh env        # print the exports that point podman/buildah at the work folder
 #   bash scripts/build-image.sh base       # only make/import the debootstrapped base image
+#   bash scripts/build-image.sh test|archive   # only the tests inside / the archive step, on the built image
 #
 # - base: debootstrap bookworm minbase (python3, python3-venv, ca-certificates), cached as a tarball in
 #   $SBT_BATCH_CACHE/base/, `podman import`ed as localhost/sbt-batch-base:bookworm
@@ -180,6 +181,8 @@ archive_image() {
 case ${1:-build} in
     env) print_env ;;
     base) setup_tools; make_base ;;
+    test) setup_tools; test_image ;;
+    archive) setup_tools; archive_image ;;
     build)
         setup_tools
         make_base
@@ -188,5 +191,5 @@ case ${1:-build} in
         archive_image
         say "done in $(elapsed "$t_start"): $image, $archive"
         ;;
-    *) die "usage: $0 [build|base|env]" ;;
+    *) die "usage: $0 [build|base|test|archive|env]" ;;
 esac

@@ -81,7 +81,9 @@ debootstrap_rootfs() {  # build a fresh root filesystem in $1; each stage is res
     mirror=$(mirror)
     command -v debootstrap >/dev/null || {
         say "installing debootstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null 2>&1 || {
+            apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+        } || die "cannot install debootstrap"
     }
     if [ ! -f "$dir/.stage-debootstrap" ]; then
         rm -rf "$dir"

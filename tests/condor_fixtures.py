@@ -37,6 +37,11 @@ class CondorPool:
     config: Path
     shared: Path
     base: Path
+    idmapped: bool  # the shared folder is idmapped (host root's files belong to the job user inside)
+
+    def require_shared_filesystem(self) -> None:
+        """Skip (fail under CI) a shared-filesystem test when the kernel gave no idmapped mount."""
+        _require(self.idmapped, "the pool's shared folder is not idmapped (kernel or filesystem without idmapped mounts), so jobs cannot use root's files")
 
     def workdir(self, name: str = "t") -> Path:
         """A fresh folder under the shared folder (visible to jobs at the same path)."""
@@ -69,6 +74,6 @@ def condor_pool() -> CondorPool:
         htcondor2.reload_config()
     except ImportError:
         _require(False, "the htcondor Python bindings (htcondor2) are not installed")
-    pool = CondorPool(config=config, shared=CONDOR_SHARED, base=CONDOR_BASE)
+    pool = CondorPool(config=config, shared=CONDOR_SHARED, base=CONDOR_BASE, idmapped=(CONDOR_BASE / "idmapped").exists())
     yield pool
     shutil.rmtree(CONDOR_SHARED / "pytest", ignore_errors=True)

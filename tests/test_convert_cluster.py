@@ -32,7 +32,7 @@ def test_existing_scheduler(sbt, ntuples, tmp_path: Path):
 
     reference = convert(ntuples, tmp_path / "ref.h5", workers=1).output
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
-                      dashboard_address=None) as cluster:  # fmt: skip
+                      dashboard_address="127.0.0.1:0") as cluster:  # fmt: skip
         result = sbt("convert", *ntuples, "--output", tmp_path / "out.h5", "--scheduler", cluster.scheduler_address)
     assert result.returncode == 0, result.stderr
     same_content(reference, tmp_path / "out.h5")

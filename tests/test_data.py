@@ -175,3 +175,12 @@ def test_tf_dataset_follows_order(tiny: tuple[list[Path], list[Path]]) -> None:
     y = np.concatenate([b[1].numpy() for b in batches])
     np.testing.assert_array_equal(x, stream.read(order))
     np.testing.assert_array_equal(y, index.labels[order])
+
+
+def test_standardize_stats_from_train_split(tiny: tuple[list[Path], list[Path]]) -> None:
+    sources = D.open_sources(*tiny)
+    stream = D.EventStream(D.EventIndex(sources), D.Preprocess(list(range(5)), "standardize"))
+    ids = np.arange(10, 120)
+    x = np.maximum(stream.read_raw(ids), 0).astype(np.float64)
+    mean, std = D.compute_standardize(stream, ids)
+    assert mean == pytest.approx(x.mean()) and std == pytest.approx(x.std())

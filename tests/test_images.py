@@ -198,3 +198,17 @@ def test_real_podman_pull_of_docker_archive(sbt, tmp_path, podman_env):
     listed = sbt("image", "list", "--runtime", "podman", "--json", env=podman_env)
     assert listed.returncode == 0, listed.stderr
     assert any(row["image"] == "localhost/sbt-batch-test:tiny" for row in json.loads(listed.stdout))
+
+
+def test_runtime_env_uses_the_build_image_storage(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONTAINERS_CONF", raising=False)
+    monkeypatch.setenv("SBT_BATCH_CACHE", str(tmp_path))
+    assert images.runtime_env("podman") is None
+    (tmp_path / "podman").mkdir()
+    for name in ("containers.conf", "storage.conf"):
+        (tmp_path / "podman" / name).write_text("")
+    env = images.runtime_env("podman")
+    assert env is not None and env["CONTAINERS_CONF"] == str(tmp_path / "podman" / "containers.conf")
+    assert images.runtime_env("apptainer") is None
+    monkeypatch.setenv("CONTAINERS_CONF", "/etc/other.conf")
+    assert images.runtime_env("podman") is None

@@ -236,6 +236,26 @@ def test_bad_config_key_and_missing_inputs(tmp_path, files):
     assert_one_line_error(run_sbt("train-tabular", "--train", files["csv"], "--out", tmp_path / "r"), "--val")
     assert_one_line_error(run_sbt("train-tabular", "--data", tmp_path / "nope.csv", "--out", tmp_path / "r"), "nope.csv", "file not found")
     assert_one_line_error(run_sbt("sample-kinematics", tmp_path / "x.txt"), "x.txt", "unknown file type")
+    assert_one_line_error(run_sbt("train-tabular", "--data", files["h5"], "--hdf5-key", "nope", "--out", tmp_path / "r"), "no group or dataset 'nope'")
+
+
+def test_malformed_files_one_line_error(tmp_path, files, events):
+    lines = files["csv"].read_text().splitlines()
+    text = tmp_path / "text.csv"
+    text.write_text("\n".join([lines[0], lines[1].replace(lines[1].split(",")[1], "abc", 1), *lines[2:]]) + "\n")
+    assert_one_line_error(run_sbt("train-tabular", "--data", text, "--out", tmp_path / "r"), "column 'mBB' line 2", "not a number")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("\n".join([lines[0], lines[1] + ",7", *lines[2:]]) + "\n")
+    assert_one_line_error(run_sbt("train-tabular", "--data", ragged, "--out", tmp_path / "r"), "line 2 has 11 fields")
+    import uproot
+
+    two = tmp_path / "two.root"
+    with uproot.recreate(two) as fh:
+        for name in ("a", "b"):
+            fh.mktree(name, {"mBB": np.float64})
+            fh[name].extend({"mBB": events["mBB"]})
+    assert_one_line_error(run_sbt("train-tabular", "--data", two, "--out", tmp_path / "r"), "give --tree", "a, b")
+    assert not (tmp_path / "r").exists()
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -120,6 +120,10 @@ def test_yaml_spec_has_every_option_and_flags_override(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text("model: 1c\nepochs: 3\nsplit: 0.6,0.2,0.2\n")
     cfg = resolve_config(spec_path=tmp_path / "s.yaml", epochs=7)
     assert (cfg.model, cfg.epochs, cfg.split) == ("1c", 7, "0.6,0.2,0.2")
+    (tmp_path / "lr.yaml").write_text("lr: 1e-3\nkeep_best: true\n")  # YAML reads 1e-3 as a string
+    assert resolve_config(spec_path=tmp_path / "lr.yaml").lr == 1e-3
+    with pytest.raises(UserError, match="--epochs: expected int, got 'ten'"):
+        resolve_config(epochs="ten")
     (tmp_path / "bad.yaml").write_text("model: 1c\nepoch: 3\n")
     with pytest.raises(UserError, match="unknown key 'epoch'.*did you mean 'epochs'"):
         resolve_config(spec_path=tmp_path / "bad.yaml")

@@ -117,6 +117,10 @@ def collect_run(run: Run, allow_partial: bool = False, output: Path | None = Non
 
     rows = run_status(run)
     problems = task_problems(run, rows)
+    active = [r for r in rows if r.active]
+    if active and not allow_partial:
+        raise UserError(f"{run.path.name}: {len(active)} of {len(rows)} tasks still queued or running; "
+                        "wait (`sbt-batch status --watch`) and collect again", exit_code=EXIT_INCOMPLETE)
     if problems and not allow_partial:
         report_problems(run, problems)
         shown = ", ".join(str(p.index) for p in problems[:10]) + (" ..." if len(problems) > 10 else "")
@@ -187,8 +191,9 @@ def collect_convert(run: Run, rows: Sequence[TaskStatus], allow_partial: bool, o
 
 def collect_tabular(run: Run, rows: Sequence[TaskStatus], allow_partial: bool, output: Path | None, problems: list[Problem]) -> CollectResult:
     """train-tabular: summarise the repeats with sbt_batch.tabular's ``collect_repeats``."""
-    from sbt_batch.tabular.repeats import collect_repeats
+    from sbt_batch.tabular.repeats import collect_repeats, print_summary
 
     opts = run.manifest.get("options", {})
     summary = collect_repeats(opts["output_dir"], expected=opts.get("repeats"), allow_missing=allow_partial)
+    print_summary(summary)
     return CollectResult(None, summary, [])

@@ -182,11 +182,10 @@ class CondorBackend(Backend):
         else:
             executable, args = "/usr/bin/env", argv
         run_dir = "." if spool else str(run.path)
-        env = {
-            "SBT_BATCH_JOB_ID": Raw("$(ClusterId).$(ProcId)"),
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            **{str(k): str(v) for k, v in (run.manifest.get("env") or {}).items()},
-        }
+        env: dict[str, str] = {"SBT_BATCH_JOB_ID": Raw("$(ClusterId).$(ProcId)")}
+        if not image:  # HTCondor starts jobs with an empty environment; an image brings its own PATH
+            env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+        env.update({str(k): str(v) for k, v in (run.manifest.get("env") or {}).items()})
         env_words = []
         for key, value in env.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
@@ -503,9 +502,15 @@ def read_event_log(path: Path) -> dict[str, JobState]:
             elif kind == JT.JOB_HELD:
                 reason = str(event.get("HoldReason", "held"))
                 code = int(event.get("HoldReasonCode", 0) or 0)
-                states[jid] = JobState(PENDING, None, "transferring inputs") if code == _HOLD_SPOOLING else JobState(HELD, None, reason)
+                if code == _HOLD_SPOOLING:
+                    states[jid] = JobState(PENDING, None, "transferring inputs")
+                elif code in _HOLD_DURATION:
+                    states[jid] = JobState(TIMEOUT, None, f"time limit exceeded: {reason}")
+                else:
+                    states[jid] = JobState(HELD, None, reason)
             elif kind == JT.JOB_ABORTED:
-                states[jid] = JobState(CANCELLED, None, str(event.get("Reason", "removed")))
+                if jid not in states or states[jid].state != TIMEOUT:  # periodic_remove after a time-limit hold
+                    states[jid] = JobState(CANCELLED, None, str(event.get("Reason", "removed")))
             elif kind == JT.EXECUTABLE_ERROR:
                 states[jid] = JobState(FAILED, None, "executable error")
             elif kind == JT.JOB_TERMINATED:

@@ -35,13 +35,13 @@ def single_task(command: str, argv: Sequence[str], outputs: Sequence[str] = ()) 
 
 
 def repeat_tasks(command: str, argv: Sequence[str], repeats: int, output_dir: Path) -> list[Task]:
-    """``repeats`` tasks of ``sbt-batch COMMAND ARGV --output-dir DIR --repeat-index i`` (train-tabular)."""
+    """``repeats`` tasks of ``sbt-batch COMMAND ARGV --out DIR --repeat-index i`` (train-tabular writes DIR/repeat-i)."""
     if repeats < 1:
         raise UserError(f"--repeats: must be at least 1, got {repeats}")
     return [
         Task(
             index=i,
-            argv=[command, *argv, "--output-dir", str(output_dir), "--repeat-index", str(i)],
+            argv=[command, *argv, "--out", str(output_dir), "--repeat-index", str(i)],
             outputs=[str(output_dir / f"repeat-{i}")],
         )
         for i in range(repeats)

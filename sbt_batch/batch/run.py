@@ -25,13 +25,13 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sbt_batch.errors import UserError
-from sbt_batch.fileio import write_json_atomic, write_text_atomic
+from sbt_batch.fileio import write_json_atomic, write_text_atomic  # noqa: F401
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -78,6 +78,11 @@ class Task:
     outputs: list[str] = field(default_factory=list)
     launcher: list[str] = field(default_factory=list)  # prefix such as ["srun", "--mpi=pmix"]
     meta: dict[str, Any] = field(default_factory=dict)  # kind-specific (e.g. expected entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest entry of this task."""
+        return {"index": self.index, "argv": list(self.argv), "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "launcher": list(self.launcher), "meta": dict(self.meta)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Task:
@@ -132,7 +137,7 @@ class Run:
             "after": [],
             "options": {},
             **settings,
-            "tasks": [asdict(t) for t in tasks],
+            "tasks": [t.to_dict() for t in tasks],
             "submissions": [],
         }
         tmp = runs_dir / f".{name}-{stamp}.{os.getpid()}.tmp"
@@ -140,9 +145,10 @@ class Run:
         try:
             for sub in ("scripts", "logs", "tasks"):
                 (tmp / sub).mkdir()
+            base = str(tmp / "tasks")
             for t in tasks:
-                (tmp / "tasks" / str(t.index)).mkdir()
-            write_json_atomic(tmp / MANIFEST, manifest)
+                os.mkdir(f"{base}/{t.index}")
+            write_text_atomic(tmp / MANIFEST, manifest_text(manifest))
             for n in range(1, 1000):
                 final = runs_dir / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
                 try:
@@ -177,7 +183,7 @@ class Run:
 
     def save(self) -> None:
         """Write the manifest atomically."""
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        write_text_atomic(self.path / MANIFEST, manifest_text(self.manifest))
 
     # ---- properties -----------------------------------------------------------------------
     @property
@@ -291,6 +297,19 @@ class Run:
             for i, j in s.get("job_ids", {}).items():
                 out[int(i)] = j
         return out
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The manifest as JSON: one key per line, one task or submission per line (fast C encoder, readable diff)."""
+    dump = lambda v: json.dumps(v, default=str)  # noqa: E731
+    lines = []
+    for key, value in manifest.items():
+        if key in ("tasks", "submissions") and value:
+            body = ",\n    ".join(dump(v) for v in value)
+            lines.append(f"  {dump(key)}: [\n    {body}\n  ]")
+        else:
+            lines.append(f"  {dump(key)}: {dump(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def find_runs(runs_dir: Path, name: str | None = None) -> list[Path]:

@@ -1,4 +1,4 @@
-"""What `status` and `runs` print: rich tables for people, JSON for scripts."""
+"""What `status` and `runs` print: plain aligned tables (fast for thousands of tasks), JSON for scripts."""
 
 from __future__ import annotations
 
@@ -22,39 +22,52 @@ def _duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def status_table(run: Run, rows: list[TaskStatus]):
-    """A rich Table of the task rows."""
-    from rich.table import Table
+ANSI = {"green": "32", "cyan": "36", "blue": "34", "red": "31", "yellow": "33", "magenta": "35"}
+COLUMNS = ("task", "state", "attempt", "exit", "host", "duration", "job id", "reason")
+RIGHT = {"task", "attempt", "exit", "duration"}
 
-    table = Table(title=f"{run.path.name} ({run.kind}, {run.backend})", caption=summarize(rows), show_lines=False)
-    for col in ("task", "state", "attempt", "exit", "host", "duration", "job id", "reason"):
-        table.add_column(col, justify="right" if col in {"task", "attempt", "exit", "duration"} else "left")
-    for r in rows:
-        style = STYLE.get(r.state, "")
-        table.add_row(str(r.index), f"[{style}]{r.state}[/]" if style else r.state, str(r.attempt or ""),
-                      "" if r.exit_code is None else str(r.exit_code), r.host or "", _duration(r.duration), r.job_id or "", r.reason)
-    return table
+
+def _cells(r: TaskStatus) -> list[str]:
+    return [str(r.index), r.state, str(r.attempt or ""), "" if r.exit_code is None else str(r.exit_code), r.host or "",
+            _duration(r.duration), r.job_id or "", r.reason]
+
+
+def format_status(run: Run, rows: list[TaskStatus], color: bool = False) -> str:
+    """The status table as plain text (fast for thousands of tasks; ANSI colours for a terminal)."""
+    table = [list(COLUMNS)] + [_cells(r) for r in rows]
+    widths = [max(len(row[c]) for row in table) for c in range(len(COLUMNS))]
+    lines = [f"{run.path.name} ({run.kind}, {run.backend})"]
+    for n, row in enumerate(table):
+        cells = []
+        for c, (col, text) in enumerate(zip(COLUMNS, row)):
+            padded = text.rjust(widths[c]) if col in RIGHT else text.ljust(widths[c])
+            if color and n and col == "state" and STYLE.get(text) in ANSI:
+                padded = f"\033[{ANSI[STYLE[text]]}m{padded}\033[0m"
+            elif color and n == 0:
+                padded = f"\033[1m{padded}\033[0m"
+            cells.append(padded)
+        lines.append("  ".join(cells).rstrip())
+    lines.append(summarize(rows))
+    return "\n".join(lines) + "\n"
 
 
 def show_status(ref: str, runs_dir: Path | None, watch: bool = False, interval: float = 2.0, as_json: bool = False) -> None:
     """Print the status table once, or refresh it until nothing is queued or running."""
-    from sbt_batch.console import console
+    import sys
 
     run = Run.open(ref, runs_dir)
     rows = run_status(run)
     if as_json:
-        console.print_json(json.dumps({"run": str(run.path), "state": run_state(rows), "tasks": [asdict(r) for r in rows]}))
+        sys.stdout.write(json.dumps({"run": str(run.path), "state": run_state(rows), "tasks": [asdict(r) for r in rows]}, indent=1) + "\n")
         return
-    if not watch:
-        console.print(status_table(run, rows))
-        return
-    from rich.live import Live
-
-    with Live(status_table(run, rows), console=console, refresh_per_second=4) as live:
-        while any(r.active for r in rows):
-            time.sleep(interval)
-            rows = run_status(run)
-            live.update(status_table(run, rows))
+    color = sys.stdout.isatty() and "NO_COLOR" not in __import__("os").environ
+    sys.stdout.write(format_status(run, rows, color))
+    while watch and any(r.active for r in rows):
+        time.sleep(interval)
+        rows = run_status(Run.open(run.path))
+        text = format_status(run, rows, color)
+        sys.stdout.write(("\033[H\033[J" if color else "\n") + text)
+        sys.stdout.flush()
 
 
 def print_task_table(run: Run) -> None:
@@ -70,25 +83,21 @@ def print_task_table(run: Run) -> None:
 
 def show_runs(runs_dir: Path | None) -> None:
     """One line per run: name, kind, backend, created, state and counts."""
-    from rich.table import Table
-
-    from sbt_batch.console import console
+    import sys
 
     runs_dir = Path(runs_dir or default_runs_dir())
     found = list_runs(runs_dir)
     if not found:
-        console.print(f"no runs in {runs_dir}")
+        sys.stdout.write(f"no runs in {runs_dir}\n")
         return
-    table = Table()
-    for col in ("run", "kind", "backend", "created", "state", "tasks"):
-        table.add_column(col)
+    table = [["run", "kind", "backend", "created", "state", "tasks"]]
     for run, rows, error in found:
         if run is None:
-            table.add_row("?", "", "", "", "[red]unreadable[/]", error)
+            table.append(["?", "", "", "", "unreadable", error])
         elif rows is None:
-            table.add_row(run.path.name, run.kind, run.backend, run.manifest.get("created", ""), "[red]unknown[/]", error)
+            table.append([run.path.name, run.kind, run.backend, run.manifest.get("created", ""), "unknown", error])
         else:
-            state = run_state(rows)
-            table.add_row(run.path.name, run.kind, run.backend, run.manifest.get("created", ""), f"[{STYLE.get(state, '')}]{state}[/]"
-                          if state in STYLE else state, summarize(rows))
-    console.print(table)
+            table.append([run.path.name, run.kind, run.backend, run.manifest.get("created", ""), run_state(rows), summarize(rows)])
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]) - 1)]
+    for row in table:
+        sys.stdout.write("  ".join([cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]).rstrip() + "\n")

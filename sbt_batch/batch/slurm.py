@@ -119,7 +119,7 @@ class SlurmBackend(Backend):
             "submission": number,
             "job_name": run.manifest.get("job_name") or run.name,
             "array": array_spec(indices, res.get("max_running")),
-            "log_pattern": Raw("logs/slurm-%A_%a.out"),
+            "log_file": Raw('"logs/slurm-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.out"'),
             "ntasks": res.get("ntasks") or 1,
             "nodes": res.get("nodes"),
             "cpus": res.get("cpus") or 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -97,6 +98,7 @@ def build_settings(kind: str, opts: SubmitOptions, options: dict[str, Any]) -> t
         "template": str(template) if template else None,
         "launcher": list(opts.launcher),
         "options": options,
+        "workdir": os.getcwd(),  # tasks run here, so relative paths in their arguments mean what they meant at submit
         "after": resolve_after(opts.after, backend, opts.runs_dir) if opts.after else {},
     }
     runs_dir = Path(opts.runs_dir or profile.get("runs_dir") or default_runs_dir())
@@ -110,20 +112,27 @@ def resolve_after(ref: str, backend: str, runs_dir: Path | None) -> dict[str, An
     state = run_state(rows)
     if state not in {"completed", "active"}:
         raise UserError(f"--after {ref}: run {other.path.name} is {state}; resubmit it first")
-    return {"run": str(other.path), "backend": other.backend, "job_ids": [r.job_id for r in rows if r.active]}
+    active = [r.job_id for r in rows if r.active]
+    if active and other.backend != backend:
+        raise UserError(f"--after {ref}: run {other.path.name} runs on {other.backend}; a {backend} run can only wait for {backend} runs")
+    return {"run": str(other.path), "backend": other.backend, "job_ids": active}
 
 
-def submit_new_run(kind: str, tasks_fn: Callable[[], list[Task]], opts: SubmitOptions, options: dict[str, Any]) -> Run | None:
-    """Create the run directory and submit every task in one scheduler call (or print it with --dry-run)."""
+def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], opts: SubmitOptions, options: dict[str, Any]) -> Run | None:
+    """Create the run directory and submit every task in one scheduler call (or print it with --dry-run).
+
+    ``tasks_fn(settings)`` builds the task list once the options and the site profile are merged
+    (``settings["resources"]["cpus"]`` etc. are final).
+    """
     from sbt_batch.console import console
 
     name = check_run_name(opts.name or kind)
     backend_name, runs_dir, settings = build_settings(kind, opts, options)
     backend = get_backend(backend_name)
-    tasks = tasks_fn()
+    tasks = tasks_fn(settings)
     if opts.dry_run:
         stamp = datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
-        manifest = {"name": name, "kind": kind, "backend": backend_name, **settings, "tasks": [t.__dict__ for t in tasks], "submissions": []}
+        manifest = {"name": name, "kind": kind, "backend": backend_name, **settings, "tasks": [t.to_dict() for t in tasks], "submissions": []}
         run = Run(runs_dir.absolute() / f"{name}-{stamp}", manifest)
         from sbt_batch.batch.show import print_task_table
 

@@ -68,8 +68,10 @@ def run_task(run_dir: str | Path, index: int) -> int:
     """Run task ``index`` of the run in ``run_dir``, record its state, and return its exit code."""
     run = Run.open(run_dir)
     argv = task_argv(run, index)
+    workdir = run.manifest.get("workdir")
+    cwd = workdir if workdir and os.path.isdir(workdir) else None  # else: the job's directory (the run dir)
     if current_rank() != 0:  # not the recording rank: just run the command
-        return subprocess.call(argv)
+        return subprocess.call(argv, cwd=cwd)
     attempt = max(1, run.attempt_of(index))
     task_dir = run.task_dir(index)
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,7 @@ def run_task(run_dir: str | Path, index: int) -> int:
         signal.signal(sig, forward)
     with open(task_dir / "stdout", "wb") as out, open(task_dir / "stderr", "wb") as err:
         try:
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd)
         except OSError as exc:
             err.write(f"error: cannot start {argv[0]}: {exc}\n".encode())
             rc = 127

@@ -89,14 +89,14 @@ def submit_convert(
         extra = shlex.split(convert_args)
     except ValueError as exc:
         raise UserError(f"--convert-args: {exc}") from None
-    _do_submit("convert", lambda: convert_tasks(files, files_per_job, out, extra, cpus or 1), opts, {"output_dir": str(out), "merged": str(out / "merged.h5"), "make_dirs": [str(out / "parts")]})
+    _do_submit("convert", lambda settings: convert_tasks(files, files_per_job, out, extra, settings["resources"]["cpus"]), opts, {"output_dir": str(out), "merged": str(out / "merged.h5"), "make_dirs": [str(out / "parts")]})
 
 
 def _single(kind: str, ctx: typer.Context, opts: dict[str, Any]) -> None:
     from sbt_batch.batch.kinds import single_task
 
     argv = list(ctx.args)
-    _do_submit(kind, lambda: single_task(kind, argv), opts)
+    _do_submit(kind, lambda _settings: single_task(kind, argv), opts)
 
 
 @submit_app.command("train", context_settings=PASS)
@@ -181,7 +181,7 @@ def submit_train_tabular(
     argv = list(ctx.args)
     out = output_dir.absolute()
     opts = {k: v for k, v in locals().items() if k not in {"ctx", "output_dir", "repeats", "argv", "repeat_tasks", "out"}}
-    _do_submit("train-tabular", lambda: repeat_tasks("train-tabular", argv, repeats, out), opts, {"output_dir": str(out), "repeats": repeats, "make_dirs": [str(out)]})
+    _do_submit("train-tabular", lambda _settings: repeat_tasks("train-tabular", argv, repeats, out), opts, {"output_dir": str(out), "repeats": repeats, "make_dirs": [str(out)]})
 
 
 @app.command("status", rich_help_panel="Batch")

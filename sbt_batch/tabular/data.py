@@ -126,9 +126,9 @@ def _read_hdf5(path: Path, columns: Columns, key: str | None) -> dict[str, np.nd
     except OSError as exc:
         raise InputFileError(path, f"cannot open as HDF5 ({exc})") from None
     with handle:
-        node = handle[key] if key else handle
         if key and key not in handle:
             raise InputFileError(path, f"no group or dataset '{key}'")
+        node = handle[key] if key else handle
         if isinstance(node, h5py.Dataset):
             if node.dtype.names is None:
                 raise InputFileError(path, f"'{key}' is not a compound (table) dataset")
@@ -370,8 +370,7 @@ def write_table(path: str | Path, data: dict[str, np.ndarray], *, tree: str = "N
             with open(tmp, "w", newline="") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(names)
-                columns = [data[n].tolist() if data[n].dtype == object else [f"{v:.7g}" if isinstance(v, float) else v for v in data[n].tolist()] for n in names]
-                writer.writerows(zip(*columns))
+                writer.writerows(zip(*(_csv_values(data[n]) for n in names)))
         elif kind == "hdf5":
             import h5py
 
@@ -389,6 +388,13 @@ def write_table(path: str | Path, data: dict[str, np.ndarray], *, tree: str = "N
                 types = {n: ("string" if data[n].dtype == object else data[n].dtype) for n in names}
                 handle.mktree(tree, types)
                 handle[tree].extend({n: (_awkward_strings(data[n]) if data[n].dtype == object else data[n]) for n in names})
+
+
+def _csv_values(values: np.ndarray) -> list[Any]:
+    """Column values as CSV cells: floats with 7 significant digits, everything else as is."""
+    if values.dtype.kind == "f":
+        return [f"{v:.7g}" for v in values.tolist()]
+    return values.tolist()
 
 
 def _awkward_strings(values: np.ndarray) -> Any:

@@ -22,7 +22,7 @@ def probe_tasks(n: int, *, sleep: float = 0, exit_code: int = 0, done_if: Path |
 
 def submit_probe(runs_dir: Path, backend: str, tasks: list[Task], name: str = "probe", **opts: Any) -> Run:
     """Create and submit a probe run through the library (as `submit` does)."""
-    run = submit_new_run("probe", lambda: tasks, SubmitOptions(backend=backend, name=name, runs_dir=runs_dir, **opts), {})
+    run = submit_new_run("probe", lambda _s: tasks, SubmitOptions(backend=backend, name=name, runs_dir=runs_dir, **opts), {})
     assert run is not None
     return run
 

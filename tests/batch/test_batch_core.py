@@ -180,3 +180,24 @@ def test_task_wrapper_records_state(tmp_path):
     state = json.loads((run.task_dir(0) / "state.json").read_text())
     assert state["state"] == "failed" and state["exit_code"] == 3 and state["attempt"] == 1 and state["duration"] >= 0
     assert json.loads((run.task_dir(0) / "stdout").read_text())["args"] == [NASTY]
+
+
+def test_submit_train_and_tabular_pass_options_through(tmp_path):
+    train = run_sbt("submit", "train", "--backend", "slurm", "--gpus", "2", "--dry-run", "--runs-dir", tmp_path, "--",
+                    "--data", "a b.h5", "--epochs", "3")
+    assert train.returncode == 0, train.stderr
+    assert "#SBATCH --gres=gpu:2" in train.stdout and "sbt-batch train --data 'a b.h5' --epochs 3" in train.stdout
+    tab = run_sbt("submit", "train-tabular", "--repeats", "3", "-o", tmp_path / "kin", "--dry-run", "--runs-dir", tmp_path, "--",
+                  "--data", "k.csv")
+    assert tab.returncode == 0, tab.stderr
+    assert f"train-tabular --data k.csv --out {tmp_path / 'kin'} --repeat-index 2" in tab.stdout
+
+
+def test_status_watch_and_runs_on_a_finished_run(tmp_path):
+    run = Run.create(tmp_path, "done", "probe", "local", [Task(0, ["task", "probe"])])
+    assert run_sbt("task", "run", run.path, 0).returncode == 0
+    run.begin_submission([0])  # as if submitted: attempt 1
+    watch = run_sbt("status", run.path, "--watch", "--interval", "0.1")
+    assert watch.returncode == 0 and "1 tasks: 1 completed" in watch.stdout
+    listing = run_sbt("runs", "--runs-dir", tmp_path)
+    assert "done-" in listing.stdout and "completed" in listing.stdout

@@ -150,6 +150,7 @@ def test_resources_image_and_accounting_group(tmp_path):
     assert sub["container_image"] == "/cvmfs/unpacked.cern.ch/sbt-batch:cpu"
     assert (sub["request_cpus"], sub["request_gpus"], sub["request_memory"]) == ("2", "1", "4096")
     assert sub["allowed_execute_duration"] == "3600"
+    assert "HoldReasonCode == 47" in sub["periodic_remove"]
     assert sub["accounting_group"] == "group_atlas.trigger"
     assert sub["max_materialize"] == "10"
     assert sub["MY.JobFlavour"] == '"longlunch"'

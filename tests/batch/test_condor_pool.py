@@ -56,6 +56,7 @@ def _collect_and_compare(run: Run, work: Path, direct: Path) -> None:
 
 
 def test_convert_array_shared_filesystem_matches_direct(condor_pool, ntuples):
+    condor_pool.require_shared_filesystem()
     work = condor_pool.workdir("shared")
     run = _submit_convert(work, ntuples["dir"], condor_pool.profile(work), NASTY)
     assert run.name == NASTY
@@ -86,6 +87,8 @@ def test_convert_array_spool_mode_matches_direct(condor_pool, ntuples, tmp_path)
 
 @pytest.mark.parametrize("spool", [False, True], ids=["shared", "spool"])
 def test_failing_task_shows_exit_code_and_arguments_arrive_unchanged(condor_pool, tmp_path, spool):
+    if not spool:
+        condor_pool.require_shared_filesystem()
     work = tmp_path if spool else condor_pool.workdir("fail")
     tasks = probe_tasks(2, args=[NASTY, "it's", "", "a\tb"])
     tasks[1].argv[tasks[1].argv.index("--exit") + 1] = "3"
@@ -102,6 +105,7 @@ def test_failing_task_shows_exit_code_and_arguments_arrive_unchanged(condor_pool
 
 
 def test_resubmit_cancel_and_unreachable_schedd(condor_pool, tmp_path):
+    condor_pool.require_shared_filesystem()
     work = condor_pool.workdir("cancel")
     done = work / "done"
     tasks = probe_tasks(3, sleep=300, done_if=done)

@@ -140,3 +140,11 @@ def test_local_image_without_runtime_is_one_line_error(tmp_path, ntuples, monkey
     result = run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "--runs-dir", tmp_path / "runs", "--image", "img.sif",
                      env={"PATH": str(Path(sys.executable).parent)})
     assert_one_line_error(result, "--image", "apptainer or podman")
+
+
+def test_after_waits_for_the_other_run(tmp_path):
+    first = submit_probe(tmp_path / "runs", "local", probe_tasks(1, sleep=2), name="first")
+    second = submit_probe(tmp_path / "runs", "local", probe_tasks(1), name="second", after=str(first.path))
+    assert states(run_status(Run.open(second.path))) == ["pending"]
+    wait_rows(second, lambda rows: states(rows) == ["completed"], timeout=60)
+    assert Run.open(first.path).read_state(0)["finished"] <= second.read_state(0)["started"]
