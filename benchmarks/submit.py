@@ -126,7 +126,7 @@ def main() -> None:
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {os.cpu_count()} CPUs ({cpu_model()}), shared with other work",
         f"- command: `.venv/bin/python benchmarks/submit.py --tasks {n}`; Slurm 22.05 one-node cluster from `scripts/slurm-cluster.sh`",
-        f"- all jobs submitted held and cancelled afterwards; timings of `sbt-batch` commands include Python start-up",
+        "- all jobs submitted held and cancelled afterwards; timings of `sbt-batch` commands include Python start-up",
         "",
         "| what | seconds |",
         "|---|---:|",

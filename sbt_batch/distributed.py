@@ -38,6 +38,9 @@ class Context(Protocol):
         """The mean of a Python scalar over ranks (eager)."""
         ...
 
+    # Optional: ``lr_multiplier(epoch) -> float``; when present the loop multiplies the scheduled
+    # learning rate by it (for example ``size`` after a warm-up, as DESIGN.md describes for Horovod).
+
 
 class SingleProcess:
     """The one-rank context: every collective is the identity."""

@@ -135,7 +135,10 @@ class HorovodContext:
         self.size = int(hvd.size())
         self.local_rank = int(hvd.local_rank())
         self.launcher = launcher
-        self.lr_warmup_epochs = float(os.environ.get(WARMUP_ENV, "1") or 1)
+        try:
+            self.lr_warmup_epochs = float(os.environ.get(WARMUP_ENV) or 1)
+        except ValueError:
+            raise UserError(f"{WARMUP_ENV}: expected a number of epochs, got {os.environ[WARMUP_ENV]!r}") from None
         self.lr_scaling = os.environ.get(SCALING_ENV, "linear") or "linear"
         self._variables: list[Any] = []
         self._calls = 0
@@ -144,6 +147,7 @@ class HorovodContext:
     def start(cls, info: Launch) -> HorovodContext:
         """Pin this rank's GPU, initialize Horovod and check it sees the ranks the launcher started."""
         _pin_gpu(info.local_rank)
+        _share_cpus(info.size)
         hvd = import_horovod()
         hvd.init()
         if hvd.size() != info.size:
@@ -195,10 +199,9 @@ class HorovodContext:
         out = self._hvd.allreduce(tf.constant(float(value), tf.float64), op=self._hvd.Average, name="sbt_average")
         return float(out.numpy())
 
-    def lr_scale(self, epoch: float, warmup_epochs: float | None = None) -> float:
-        """Multiplier for the base learning rate at fractional ``epoch`` (1 -> size over the warm-up)."""
-        warm = self.lr_warmup_epochs if warmup_epochs is None else float(warmup_epochs)
-        return lr_scale(self.size, epoch, warm, self.lr_scaling)
+    def lr_multiplier(self, epoch: float) -> float:
+        """Factor on the scheduled learning rate at ``epoch``: 1 -> size over the warm-up, then size."""
+        return lr_scale(self.size, epoch, self.lr_warmup_epochs, self.lr_scaling)
 
     def check_synchronized(self, variables: list[Any] | None = None) -> str:
         """Digest of the variables, raising if any rank holds different values (collective: call on all ranks)."""
@@ -218,6 +221,20 @@ class HorovodContext:
                 log.info("rank %d/%d weights %s", self.rank, self.size, weights_digest(self._variables))
             except Exception:  # interpreter shutting down
                 pass
+
+
+def _share_cpus(size: int) -> None:
+    """When the ranks on this node outnumber half its cores, let Open MPI yield instead of busy-polling."""
+    env = os.environ
+    local = env.get("OMPI_COMM_WORLD_LOCAL_SIZE") or env.get("HOROVOD_LOCAL_SIZE") or env.get("MPI_LOCALNRANKS")
+    if local is None and env.get("SLURM_STEP_TASKS_PER_NODE"):
+        local = env["SLURM_STEP_TASKS_PER_NODE"].split("(")[0].split(",")[0]
+    try:
+        n_local = int(local) if local else size
+    except ValueError:
+        n_local = size
+    if 2 * n_local > (os.cpu_count() or 1):
+        env.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
 
 
 def _pin_gpu(local_rank: int) -> None:
@@ -253,7 +270,6 @@ def build_info() -> dict[str, Any]:
         if fn is not None:
             ops[key] = bool(fn())
     info["gpu_ops"] = ops
-    info["nccl"] = ops.get("nccl", False)
     try:
         info["mpi4py"] = metadata.version("mpi4py")
     except metadata.PackageNotFoundError:

@@ -53,7 +53,8 @@ def launcher_argv(ranks: int, launcher: str, command: Sequence[str]) -> list[str
                 "--network-interfaces", "lo", *command]
     if launcher == "mpi":
         argv = [_tool("mpirun"), "-np", str(ranks), "-H", f"localhost:{ranks}", "--bind-to", "none",
-                "--map-by", "slot", "--mca", "btl", "self,vader", "--mca", "oob_tcp_if_include", "lo"]
+                "--map-by", "slot", "--mca", "btl", "self,vader", "--mca", "oob_tcp_if_include", "lo",
+                "--mca", "mpi_yield_when_idle", "1"]
         if ranks > (os.cpu_count() or 1):
             argv.append("--oversubscribe")
         return [*argv, *command]
@@ -126,7 +127,7 @@ def launch_local(ranks: int, launcher: str, argv: Sequence[str], options: dict[s
     n_train, batch = training_events(options, spec, resume)
     check_shards(ranks, n_train, batch)
     cmd = launcher_argv(ranks, launcher, [sys.executable, "-m", "sbt_batch", *argv])
-    err_console.print(f"starting {ranks} ranks: {' '.join(cmd[: cmd.index(sys.executable)])} ...", highlight=False)
+    err_console.print(f"starting {ranks} ranks: {' '.join(cmd[: cmd.index(sys.executable)])} ...", highlight=False, soft_wrap=True)
     rc, signalled = run_forwarding(cmd, rank_env(ranks))
     if rc == 0:
         return True
@@ -235,3 +236,26 @@ def batch_plan(backend: str, nodes: int | None = None, ntasks_per_node: int | No
     else:
         raise UserError(f"--backend: unknown backend '{backend}'")
     return plan
+
+
+def train_submit_settings(opts: dict[str, Any], argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``submit train``: turn --nodes/--ntasks/--ntasks-per-node/--gpus-per-node/--mpi-launcher into submit options.
+
+    Returns the submit options (with ``launcher``, ``nodes``, ``ntasks``, ``gpus`` set) and the train argv.
+    """
+    from sbt_batch.batch.profiles import load_profile
+
+    opts = dict(opts)
+    nodes, ntasks = opts.pop("nodes", None), opts.pop("ntasks", None)
+    per_node, gpus_per_node = opts.pop("ntasks_per_node", None), opts.pop("gpus_per_node", None)
+    mpi = opts.pop("mpi_launcher", None) or "srun"
+    if any(a == "--ranks" or a.startswith("--ranks=") for a in argv) and (nodes or ntasks or per_node):
+        raise UserError("--ranks: give the rank count to submit (--ntasks or --nodes/--ntasks-per-node), not to train")
+    backend = opts.get("backend") or load_profile(opts.get("site")).get("backend") or "local"
+    plan = batch_plan(backend, nodes, per_node, ntasks, gpus_per_node, mpi)
+    opts.update(launcher=plan["launcher"], nodes=plan["nodes"], ntasks=plan["ntasks"])
+    if gpus_per_node is not None:
+        opts["gpus"] = gpus_per_node
+    if plan.get("cpus_min") and (opts.get("cpus") or 0) < plan["cpus_min"]:
+        opts["cpus"] = plan["cpus_min"]
+    return opts, [*argv, *plan["train_args"]]

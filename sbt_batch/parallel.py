@@ -43,7 +43,9 @@ def local_cluster(workers: int | None = None):
 
     n = workers or default_workers()
     # forkserver starts workers about twice as fast as spawn, without forking this threaded process
-    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+    # no statistical profiler: it costs CPU in every worker and nobody looks at its dashboard here
+    settings = {"distributed.worker.multiprocessing-method": "forkserver", "distributed.worker.profile.enabled": False}
+    with dask.config.set(settings):
         return LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=LOOPBACK_ANY_PORT, silence_logs=logging.ERROR, memory_limit=0,

@@ -290,6 +290,8 @@ def render(report: dict[str, Any]) -> None:
         table.add_row("import", f"[red]{build['error']}[/]")
     elif isinstance(build, dict):
         for key, value in build.items():
+            if key == "version" and value == hvd["version"]:
+                continue
             shown = ", ".join(f"{k} {_yes(v)}" for k, v in value.items()) if isinstance(value, dict) else (
                 _yes(value) if isinstance(value, bool) else str(value))
             table.add_row(str(key), shown)

@@ -330,34 +330,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
     model = build_model(cfg.model, p.input_shape, cfg.output)
     optimizer = _make_optimizer(cfg)
     optimizer.build(model.trainable_variables)
-    softmax = cfg.output == "softmax"
-    loss_fn = (keras.losses.SparseCategoricalCrossentropy if softmax else keras.losses.BinaryCrossentropy)(reduction=None)
-
-    spec_x = tf.TensorSpec((None, *p.input_shape), tf.float32)
-    spec_v = tf.TensorSpec((None,), tf.float32)
-
-    def _targets(y: Any) -> Any:
-        return y if softmax else tf.cast(y, tf.float32)[:, None]
-
-    def _correct(y: Any, pred: Any) -> Any:
-        guess = tf.argmax(pred, axis=-1, output_type=tf.int32) if softmax else tf.cast(pred[:, 0] > 0.5, tf.int32)
-        return tf.reduce_sum(tf.cast(tf.equal(guess, y), tf.float32))
-
-    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int32), spec_v])
-    def train_step(x: Any, y: Any, w: Any) -> tuple[Any, Any]:
-        with tf.GradientTape() as tape:
-            pred = model(x, training=True)
-            per = loss_fn(_targets(y), pred)
-            loss = tf.reduce_mean(per * w)
-        grads = tape.gradient(loss, model.trainable_variables)
-        grads = ctx.allreduce_gradients(grads)
-        optimizer.apply(grads, model.trainable_variables)
-        return tf.reduce_sum(per), _correct(y, pred)
-
-    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int32)])
-    def eval_step(x: Any, y: Any) -> tuple[Any, Any]:
-        pred = model(x, training=False)
-        return tf.reduce_sum(loss_fn(_targets(y), pred)), _correct(y, pred)
+    train_step, eval_step = make_steps(model, optimizer, p.input_shape, cfg.output, ctx)
 
     # ---- state (possibly restored)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": [0.0, 0.0, 0.0], "history": [], "best": None, "wait": 0}
@@ -380,6 +353,8 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
     window = D.window_events(prepared.stream, cfg.batch_size, cfg.window_batches)
     try:
         for epoch in range(state["epoch"], cfg.epochs):
+            if state.get("stopped"):  # early stopping already ended this run
+                break
             t0, c0 = time.perf_counter(), time.process_time()
             lr = cfg.learning_rate(epoch)
             if callable(getattr(ctx, "lr_multiplier", None)):  # e.g. Horovod: scale with ranks after warm-up
@@ -438,7 +413,9 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
                 err_console.print(line, highlight=False, soft_wrap=True)
             log.info(line)
             if cfg.early_stopping and state["wait"] >= cfg.early_stopping:
+                state["stopped"] = True
                 if ctx.is_root:
+                    _save_checkpoint(run.checkpoint_path(epoch + 1), model, optimizer, state)
                     err_console.print(f"early stopping: val_loss did not improve for {cfg.early_stopping} epochs")
                 break
             if _interrupted():
@@ -454,6 +431,46 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
             model.save(tmp)
         run.write_history(history)
     return TrainResult(run.path, history, model)
+
+
+def make_steps(model: Any, optimizer: Any, input_shape: tuple[int, ...], output: str, ctx: Any) -> tuple[Any, Any]:
+    """Compiled ``train_step(x, y, w)`` (GradientTape, gradients averaged through ``ctx``) and ``eval_step(x, y)``.
+
+    Both return (sum of per-event unweighted loss, number of correct predictions) for the batch.
+    """
+    import keras
+    import tensorflow as tf
+
+    softmax = output == "softmax"
+    loss_fn = (keras.losses.SparseCategoricalCrossentropy if softmax else keras.losses.BinaryCrossentropy)(reduction=None)
+
+    spec_x = tf.TensorSpec((None, *input_shape), tf.float32)
+    spec_v = tf.TensorSpec((None,), tf.float32)
+
+    def _targets(y: Any) -> Any:
+        return y if softmax else tf.cast(y, tf.float32)[:, None]
+
+    def _correct(y: Any, pred: Any) -> Any:
+        guess = tf.argmax(pred, axis=-1, output_type=tf.int32) if softmax else tf.cast(pred[:, 0] > 0.5, tf.int32)
+        return tf.reduce_sum(tf.cast(tf.equal(guess, y), tf.float32))
+
+    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int32), spec_v])
+    def train_step(x: Any, y: Any, w: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            per = loss_fn(_targets(y), pred)
+            loss = tf.reduce_mean(per * w)
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads = ctx.allreduce_gradients(grads)
+        optimizer.apply(grads, model.trainable_variables)
+        return tf.reduce_sum(per), _correct(y, pred)
+
+    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int32)])
+    def eval_step(x: Any, y: Any) -> tuple[Any, Any]:
+        pred = model(x, training=False)
+        return tf.reduce_sum(loss_fn(_targets(y), pred)), _correct(y, pred)
+
+    return train_step, eval_step
 
 
 def _checkpoint_and_exit(run: RunDir, ctx: Any, model: Any, optimizer: Any, state: dict[str, Any],

@@ -164,10 +164,10 @@ archive_image() {
     local t0 tmp
     t0=$(date +%s)
     rm -f "$archive.tmp"
-    podman save --format docker-archive -o "$archive.tmp" "$image" && mv "$archive.tmp" "$archive"
+    podman save -q --format docker-archive -o "$archive.tmp" "$image" && mv "$archive.tmp" "$archive"
     say "saved $archive ($(du -h "$archive" | cut -f1)) in $(elapsed "$t0")"
     t0=$(date +%s)
-    tmp=$(mktemp -d "$work/tmp/archive-check.XXXXXX")
+    tmp=$(mktemp -d /tmp/sbt-img.XXXXXX)   # short: podman refuses a runroot over 50 characters
     local ref
     ref=$(podman --root "$tmp/root" --runroot "$tmp/run" load -q -i "$archive" | sed -n 's/^Loaded image[^:]*: *//p' | head -n1)
     [ -n "$ref" ] || { rm -rf "$tmp"; die "podman load of $archive gave no image"; }

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,9 @@ def test_one_epoch_training_inside_image(podman_env, out, gfex_dir):
 def test_sbt_batch_image_check_from_archive(sbt, tmp_path, podman_env):
     """`image pull docker-archive:` into a fresh storage, then `image check` runs selfcheck inside."""
     require(ARCHIVE.is_file(), f"{ARCHIVE} missing: run scripts/build-image.sh")
+    runroot = Path(tempfile.mkdtemp(prefix="sbt-run.", dir="/tmp"))  # podman wants a runroot under 50 characters
     storage = tmp_path / "storage.conf"
-    storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp_path}/graph"\nrunroot = "{tmp_path}/run"\n')
+    storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp_path}/graph"\nrunroot = "{runroot}"\n')
     env = {**podman_env, "CONTAINERS_STORAGE_CONF": str(storage)}
     try:
         pulled = sbt("image", "pull", f"docker-archive:{ARCHIVE}", "--runtime", "podman", env=env, timeout=900)
@@ -130,3 +132,4 @@ def test_sbt_batch_image_check_from_archive(sbt, tmp_path, podman_env):
         assert "Stack" in checked.stdout and "tensorflow" in checked.stdout
     finally:
         subprocess.run(["podman", "rmi", "-af"], env=env, capture_output=True, timeout=300)
+        shutil.rmtree(runroot, ignore_errors=True)

@@ -152,3 +152,66 @@ def test_bad_launcher_and_rank_count(tmp_path: Path, gfex_dir: Path) -> None:
     assert_one_line_error(r, "--launcher", "unknown launcher 'ssh'")
     r = run_sbt("train", *_data(gfex_dir), "--out", tmp_path / "run", "--ranks", "0")
     assert_one_line_error(r, "--ranks", "at least 1")
+
+
+@pytest.mark.slurm
+def test_slurm_submit_train_two_ranks_via_srun(tmp_path: Path, gfex_dir: Path, horovod: None, slurm_cluster) -> None:
+    """`submit train --backend slurm --ntasks 2` renders `srun --mpi=pmix` and both ranks train in step."""
+    out = tmp_path / "run"
+    env = {"SBT_BATCH_LOG": "INFO", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    r = run_sbt("submit", "train", "--backend", "slurm", "--ntasks", "2", "--runs-dir", tmp_path / "runs", "--",
+                *_data(gfex_dir), *FAST, "--epochs", "2", "--max-steps", "4", "--out", out, env=env)
+    assert r.returncode == 0, r.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    script = "\n".join(p.read_text() for p in (run_dir / "scripts").iterdir())
+    assert "srun --mpi=pmix" in script and "--ntasks=2" in script
+    state_file = run_dir / "tasks" / "0" / "state.json"
+    deadline = time.monotonic() + 400
+    state: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if state.get("state") in ("completed", "failed", "killed"):
+            break
+        time.sleep(1)
+    logs = "\n".join(p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file() and p.suffix != ".json"
+                     and ("stderr" in p.name or p.name.endswith(".out")))
+    assert state.get("state") == "completed", (state, logs[-3000:])
+    digests = _digests(logs)
+    assert sorted(digests) == [0, 1] and digests[0] == digests[1], logs[-3000:]
+    assert "2 ranks via srun --mpi=pmix" in logs.replace("\n", " ") or "srun --mpi=pmix" in logs
+    assert (out / "model.keras").exists() and len(json.loads((out / "history.json").read_text())) == 2
+
+
+def test_submit_train_renders_launchers(tmp_path: Path, gfex_dir: Path) -> None:
+    """--dry-run: srun --mpi=pmix / mpirun for Slurm, `train --ranks` for one HTCondor machine, errors otherwise."""
+    base = ["submit", "train", "--runs-dir", tmp_path, "--dry-run"]
+    train = ["--", *_data(gfex_dir), "--out", tmp_path / "run"]
+    r = run_sbt(*base, "--backend", "slurm", "--nodes", "2", "--ntasks-per-node", "4", "--gpus-per-node", "4", *train)
+    assert r.returncode == 0, r.stderr
+    assert "#SBATCH --ntasks=8" in r.stdout and "#SBATCH --nodes=2" in r.stdout and "--gres=gpu:4" in r.stdout
+    assert "srun --mpi=pmix" in r.stdout
+    r = run_sbt(*base, "--backend", "slurm", "--ntasks", "2", "--mpi-launcher", "mpirun", *train)
+    assert r.returncode == 0 and "exec mpirun --bind-to none" in r.stdout, r.stdout + r.stderr
+    r = run_sbt(*base, "--backend", "condor", "--ntasks-per-node", "2", "--gpus-per-node", "2", *train)
+    assert r.returncode == 0, r.stderr
+    assert "request_gpus" in r.stdout and "--ranks 2 --launcher gloo" in " ".join(r.stdout.split())
+    r = run_sbt(*base, "--backend", "condor", "--nodes", "2", *train)
+    assert_one_line_error(r, "--nodes 2", "parallel universe")
+    r = run_sbt(*base, "--backend", "slurm", "--ntasks", "3", "--nodes", "2", "--ntasks-per-node", "2", *train)
+    assert_one_line_error(r, "--ntasks 3", "--ntasks-per-node 2")
+
+
+def test_rank_detection_from_launcher_environment() -> None:
+    from sbt_batch.errors import UserError
+    from sbt_batch.hvd import Launch, launch_info, lr_scale
+
+    assert launch_info({}) is None
+    assert launch_info({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1"}) == Launch(1, 2, 1, "horovodrun")
+    assert launch_info({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4"}).size == 4  # type: ignore[union-attr]
+    srun = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_ID": "0", "SLURM_LOCALID": "1"}
+    assert launch_info({**srun, "PMIX_RANK": "1"}) == Launch(1, 2, 1, "srun --mpi=pmix")
+    with pytest.raises(UserError, match="--mpi=pmix"):
+        launch_info(srun)  # srun without an MPI plugin
+    assert launch_info({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}) is None  # the batch script itself
+    assert [lr_scale(4, e, 2) for e in (0, 1, 2, 5)] == [1.0, 2.5, 4.0, 4.0]
+    assert lr_scale(4, 0, 0) == 4.0 and lr_scale(4, 3, 1, "none") == 1.0

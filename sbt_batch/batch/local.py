@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sbt_batch.batch.backend import CANCELLED, PENDING, RUNNING, Backend, JobState, register_backend
+from sbt_batch.batch.backend import CANCELLED, FAILED, PENDING, RUNNING, Backend, JobState, register_backend
 from sbt_batch.batch.run import FINAL_TASK_STATES, T_RUNNING, Run
 from sbt_batch.batch.templates import container_prefix, shell_value
 from sbt_batch.errors import UserError
@@ -31,6 +31,19 @@ RUNTIMES = ("apptainer", "podman", "singularity")
 
 def _cancel_marker(run: Run, number: int) -> Path:
     return run.path / "logs" / f"local-{number}.cancelled"
+
+
+def _exit_file(run: Run, number: int) -> Path:
+    return run.path / "logs" / f"local-{number}.exit"
+
+
+def _exit_codes(run: Run, number: int) -> dict[int, int]:
+    """Exit codes of the task wrappers the runner of submission ``number`` saw end ("INDEX CODE" lines)."""
+    try:
+        lines = _exit_file(run, number).read_text().split("\n")
+    except OSError:
+        return {}
+    return {int(a): int(b) for a, _, b in (line.partition(" ") for line in lines) if a.isdigit() and b.lstrip("-").isdigit()}
 
 
 def process_alive(pid: int, create_time: float | None = None) -> bool:
@@ -63,8 +76,10 @@ def wrapper_command(run: Run, index: int) -> list[str]:
     if image:
         binds = list(run.manifest.get("binds") or [])
         runtime = container_runtime(run)
-        if runtime == "podman":
-            binds.append(str(run.path))
+        if runtime == "podman":  # apptainer binds the working directory itself; podman needs every path spelled out
+            task = run.task(index)
+            extra = [str(run.path), run.manifest.get("workdir")] + [os.path.dirname(p) for p in task.inputs + task.outputs]
+            binds += sorted({b for b in extra if b and os.path.isdir(b)} - set(binds))
         prefix = container_prefix(runtime, image, binds, run.resources.get("gpus") or 0)
     return [*(run.manifest.get("launcher") or []), *prefix, *run.sbt_command, "task", "run", str(run.path), str(index)]
 
@@ -122,6 +137,7 @@ class LocalBackend(Backend):
         records = {s["backend"].get("pid"): s for s in run.submissions if s.get("backend", {}).get("pid")}
         alive = {pid: process_alive(pid, rec["backend"].get("create_time")) for pid, rec in records.items()}
         out: dict[str, JobState] = {}
+        exits: dict[int, dict[int, int]] = {}
         for jid in job_ids:
             head, _, idx = jid.partition("_")
             pid = int(head.removeprefix("local")) if head.startswith("local") and head[5:].isdigit() else None
@@ -139,6 +155,10 @@ class LocalBackend(Backend):
                     out[jid] = JobState(CANCELLED if marker.exists() else PENDING)
             elif marker.exists() and (current is None or current["state"] not in FINAL_TASK_STATES):
                 out[jid] = JobState(CANCELLED, None, marker.read_text().strip())
+            elif current is None:
+                codes = exits.setdefault(rec["number"], _exit_codes(run, rec["number"]))
+                if index in codes:  # the wrapper ended without writing state.json (e.g. the container did not start)
+                    out[jid] = JobState(FAILED, codes[index], f"see logs/local-{rec['number']}.log")
         return out
 
     def cancel(self, run: Run, job_ids: Sequence[str]) -> None:
@@ -218,6 +238,8 @@ def runner_main(run_dir: str, number: int) -> int:
         with lock:
             children.pop(index, None)
         print(f"{time.strftime('%H:%M:%S')} task {index} exit {rc}", flush=True)
+        with lock, open(_exit_file(run, number), "a") as fh:
+            fh.write(f"{index} {rc}\n")
         return rc
 
     with ThreadPoolExecutor(max_workers=pool_size(run)) as pool:

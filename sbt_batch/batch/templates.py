@@ -99,7 +99,7 @@ def container_prefix(runtime: str, image: str | None, binds: list[str], gpus: in
             words += ["--bind", b]
         return [*words, image]
     if runtime == "podman":
-        words = ["podman", "run", "--rm", "--network", "none", "--pid", "host", "-w", os.getcwd()]
+        words = ["podman", "run", "--rm", "--network", "none", "--pid", "host", "--user", f"{os.getuid()}:{os.getgid()}", "-w", os.getcwd()]
         if gpus:
             words += ["--device", "nvidia.com/gpu=all"]
         for b in binds:

@@ -11,7 +11,7 @@ import pytest
 
 from batchtest import assert_same_hdf5, probe_output, settled, states, submit_probe, probe_tasks, wait_rows
 from conftest import assert_one_line_error, run_sbt
-from sbt_batch.batch.core import run_status
+from sbt_batch.batch.core import cancel_run, run_status
 from sbt_batch.batch.run import Run
 from sbt_batch.errors import EXIT_INCOMPLETE
 
@@ -29,8 +29,7 @@ def ntuples(tmp_path_factory) -> Path:
 
 def _run_of(result, runs: Path) -> Run:
     assert result.returncode == 0, result.stderr
-    (path,) = [p for p in runs.iterdir() if not p.name.startswith(".")] if len(list(runs.iterdir())) == 1 else [sorted(runs.iterdir())[-1]]
-    return Run.open(path)
+    return Run.open(sorted(p for p in runs.iterdir() if not p.name.startswith("."))[-1])
 
 
 def test_convert_end_to_end_matches_direct(tmp_path, ntuples):
@@ -81,7 +80,7 @@ def test_failed_task_resubmit_and_collect(tmp_path, ntuples):
     assert (run.task_dir(1) / "attempt-1" / "state.json").exists()
     assert run_sbt("resubmit", run.path).stdout.startswith("nothing to resubmit")
     assert run_sbt("collect", run.path).returncode == 0
-    direct = run_sbt("convert", inputs, "-o", tmp_path / "direct.h5", "--workers", "1")
+    assert run_sbt("convert", inputs, "-o", tmp_path / "direct.h5", "--workers", "1").returncode == 0
     assert_same_hdf5(tmp_path / "out" / "merged.h5", tmp_path / "direct.h5")
 
 
@@ -114,7 +113,7 @@ def test_kill_while_writing_leaves_no_partial_output(tmp_path):
     nt = tmp_path / "nt"
     assert run_sbt("sample-ntuples", nt, "--kind", "background", "--files", "1", "--events", "5000").returncode == 0
     runs = tmp_path / "runs"
-    run = _run_of(run_sbt("submit", "convert", nt, "-o", tmp_path / "out", "--runs-dir", runs, "--convert-args", "--step-size 200"), runs)
+    run = _run_of(run_sbt("submit", "convert", nt, "-o", tmp_path / "out", "--runs-dir", runs, "--convert-args", "--step-size 100"), runs)
     parts = tmp_path / "out" / "parts"
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".part-00000.h5") for p in parts.iterdir()):  # the temp file being written
@@ -122,7 +121,7 @@ def test_kill_while_writing_leaves_no_partial_output(tmp_path):
         assert state.get("state") in (None, "running"), f"task ended before it could be killed: {state}"
         assert time.monotonic() < deadline, "the conversion never started writing"
         time.sleep(0.05)
-    assert run_sbt("cancel", run.path).returncode == 0
+    assert cancel_run(Run.open(run.path)) == [0]  # in-process, so the kill lands while the file is being written
     rows = wait_rows(run, settled, timeout=30)
     assert states(rows) in (["killed"], ["cancelled"])
     assert not (parts / "part-00000.h5").exists()
@@ -148,3 +147,31 @@ def test_after_waits_for_the_other_run(tmp_path):
     assert states(run_status(Run.open(second.path))) == ["pending"]
     wait_rows(second, lambda rows: states(rows) == ["completed"], timeout=60)
     assert Run.open(first.path).read_state(0)["finished"] <= second.read_state(0)["started"]
+
+
+@pytest.mark.container
+def test_local_image_runs_tasks_in_podman(tmp_path, ntuples):
+    """`--image` on the local backend: the tasks run inside the project's image (podman), same merged output."""
+    import os
+    import subprocess
+
+    from sbt_batch import __version__
+
+    repo = Path(__file__).resolve().parents[2]
+    env_text = subprocess.run(["bash", str(repo / "scripts" / "build-image.sh"), "env"], capture_output=True, text=True).stdout
+    env = dict(line.removeprefix("export ").split("=", 1) for line in env_text.splitlines() if line.startswith("export "))
+    image = f"localhost/sbt-batch:{__version__}-cpu"
+    have = shutil.which("podman") and subprocess.run(["podman", "image", "exists", image], env={**os.environ, **env},
+                                                       capture_output=True).returncode == 0
+    from conftest import require
+
+    require(bool(have), f"container image {image} not built (scripts/build-image.sh)")
+    runs = tmp_path / "runs"
+    result = run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "-k", "2", "--runs-dir", runs, "--image", image, env=env)
+    run = _run_of(result, runs)
+    rows = wait_rows(run, settled, timeout=180)
+    assert states(rows) == ["completed"] * 2, [(r.state, r.reason) for r in rows]
+    assert rows[0].host != os.uname().nodename  # ran in a container
+    assert run_sbt("collect", run.path).returncode == 0
+    assert run_sbt("convert", ntuples, "-o", tmp_path / "direct.h5", "--workers", "1").returncode == 0
+    assert_same_hdf5(tmp_path / "out" / "merged.h5", tmp_path / "direct.h5")
