@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from sbt_batch.convert import ET_BRANCH, RHO_BRANCH, convert, scan_input  # noqa: E402
 from sbt_batch.ntuples import generate_events, tower_map, write_ntuple  # noqa: E402
+from sbt_batch.parallel import WORKER_CONFIG  # noqa: E402
 
 COMPRESSIONS = ("zlib:1", "lz4:1")
 
@@ -174,7 +175,7 @@ def scaling(files: list[Path], workdir: Path, repeats: int) -> dict:
     from distributed import Client, LocalCluster
 
     one, warm, cold = [], [], []
-    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver", "distributed.worker.profile.enabled": False}):
+    with dask.config.set(WORKER_CONFIG):  # the same settings as convert's own local cluster
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", memory_limit=0)  # fmt: skip
     try:
@@ -214,7 +215,8 @@ elif mode == "dask":
     import dask
     from distributed import Client, LocalCluster
     from sbt_batch.convert import convert
-    with dask.config.set({{"distributed.worker.multiprocessing-method": "forkserver"}}):
+    from sbt_batch.parallel import WORKER_CONFIG
+    with dask.config.set(WORKER_CONFIG):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=0)
     client = Client(cluster)
     convert([big], out, scheduler=cluster.scheduler_address)

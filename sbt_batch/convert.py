@@ -452,17 +452,15 @@ def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds, idx_ds,
     return done
 
 
-def convert_part(path: str, part: str, tree: str, maps_tree: str, eta_max: float, eta: list[float], phi: list[float], phase: int, step: int, level: int | None = 1) -> dict[str, Any]:
-    """Dask task: convert one input into ``part`` with ``phase`` leading blank events (aligned chunks)."""
+def convert_part(source: Source, part: str, tree: str, phase: int, step: int, level: int | None = 1) -> dict[str, Any]:
+    """Dask task: convert a scanned input into ``part`` with ``phase`` leading blank events (aligned chunks).
+
+    The client's scan (entries, this file's own tower order) travels with the task, so the worker only
+    reads the events.
+    """
     import h5py
-    import numpy as np
 
     try:
-        source = scan_input(path, tree, maps_tree, eta_max)
-        ref = Grid(index=source.grid.index, eta=np.asarray(eta, np.float32), phi=np.asarray(phi, np.float32),
-                   n_towers=source.grid.n_towers, eta_max=eta_max)  # fmt: skip
-        if not source.grid.same_grid(ref):
-            raise InputFileError(path, f"tree '{maps_tree}': the tower grid differs from the first input")
         with h5py.File(part, "w") as h5:
             create_datasets(h5, phase + source.entries, source.entries, source.grid.shape, level)
             n = convert_into(source, tree, EventWriter(h5[ET_DATASET]), h5[RHO_DATASET], h5[INDEX_DATASET], phase, 0, 0, step)
@@ -676,12 +674,11 @@ def _convert_dask(sources, h5, tree, maps_tree, eta_max, step, skip_bad, skipped
             for s in sources:
                 offsets.append(at)
                 at += s.entries
-            eta, phi = grid.eta.tolist(), grid.phi.tolist()
             futures = {}
             for i, s in enumerate(sources):
                 part = str(parts_dir / f"part-{i:06d}.h5")
-                fut = client.submit(convert_part, str(s.path), part, tree, maps_tree, eta_max, eta, phi,
-                                    offsets[i] % CHUNK_EVENTS, step, level, key=f"sbt-convert-{i}-{parts_dir.name}", pure=False)  # fmt: skip
+                fut = client.submit(convert_part, s, part, tree, offsets[i] % CHUNK_EVENTS, step, level,
+                                    key=f"sbt-convert-{i}-{parts_dir.name}", pure=False)  # fmt: skip
                 futures[fut] = i
             results: dict[int, dict] = {}
             nxt, at, events, t0 = 0, 0, 0, time.perf_counter()

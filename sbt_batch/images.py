@@ -391,10 +391,10 @@ def list_images(runtime: str | None = None) -> list[dict[str, str]]:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
                                   env=runtime_env(name))
         except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("%s images failed: %s", name, exc)
+            log.info("%s images failed: %s", name, exc)
             continue
         if proc.returncode != 0:
-            log.warning("%s images failed: %s", name, (proc.stderr.strip().splitlines() or ["?"])[-1])
+            log.info("%s images failed: %s", name, (proc.stderr.strip().splitlines() or ["?"])[-1])
             continue
         for line in proc.stdout.splitlines():
             parts = line.split("\t")

@@ -16,7 +16,7 @@ def _is_glob(text: str) -> bool:
     return any(ch in GLOB_CHARS for ch in text)
 
 
-def _read_list(list_file: Path, depth: int) -> list[str]:
+def _read_list(list_file: Path) -> list[str]:
     """Entries of an @list file: one per line, blank lines and '#' comments ignored."""
     try:
         text = list_file.read_text()
@@ -46,7 +46,7 @@ def expand_inputs(items: Iterable[str | Path], pattern: str = DIR_PATTERN, _dept
         text = str(item)
         if text.startswith("@"):
             list_file = Path(text[1:]).expanduser()
-            paths.extend(expand_inputs(_read_list(list_file, _depth), pattern, _depth + 1))
+            paths.extend(expand_inputs(_read_list(list_file), pattern, _depth + 1))
         elif _is_glob(text) and not Path(text).exists():
             matches = sorted(glob.glob(str(Path(text).expanduser()), recursive=True))
             files = [Path(m) for m in matches if not Path(m).is_dir()]

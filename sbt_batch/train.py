@@ -365,7 +365,8 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
             n_steps = math.ceil(len(order) / cfg.batch_size)
             if cfg.max_steps:
                 n_steps = min(n_steps, cfg.max_steps)
-            start = state["step"] if state["epoch"] == epoch else 0
+            # a checkpoint from another number of ranks: continue after the same share of the epoch
+            start = min(n_steps, state["step"] * state.get("size", ctx.size) // ctx.size) if state["epoch"] == epoch else 0
             loss_sum, correct, seen = state["sums"] if start else (0.0, 0.0, 0.0)
             order = order[start * cfg.batch_size : n_steps * cfg.batch_size]
             ds = D.make_tf_dataset(prepared.stream, order, cfg.batch_size, prepared.weights if cfg.balance == "weights" else None,
@@ -475,7 +476,7 @@ def make_steps(model: Any, optimizer: Any, input_shape: tuple[int, ...], output:
 
 def _checkpoint_and_exit(run: RunDir, ctx: Any, model: Any, optimizer: Any, state: dict[str, Any],
                          epoch: int, step: int, sums: list[float]) -> None:
-    state = {**state, "epoch": epoch, "step": step, "sums": sums}
+    state = {**state, "epoch": epoch, "step": step, "sums": sums, "size": ctx.size}
     path = run.checkpoint_path(epoch + 1, step)
     if ctx.is_root:
         _save_checkpoint(path, model, optimizer, state)

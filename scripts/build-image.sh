@@ -16,7 +16,8 @@
 #   takes) and run again from that archive in a separate, temporary storage
 # podman/buildah storage and config live in $SBT_BATCH_CACHE/podman (runtime runc, netns none).
 # Environment: SBT_BATCH_CACHE, SBT_BATCH_IMAGE (tag, default localhost/sbt-batch:<version>-cpu),
-#   SBT_BATCH_IMAGE_SKIP_TESTS=1 (build and archive only), DEBIAN_MIRROR.
+#   SBT_BATCH_IMAGE_SKIP_TESTS=1 (build and save the archive only: tests/test_container_image.py then
+#   runs the same checks under pytest), DEBIAN_MIRROR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -124,6 +125,8 @@ build_image() {
         -v "$pip_cache:/root/.cache/pip" \
         -f containers/Dockerfile -t "$image" . > "$work/build.log" 2>&1 \
         || { tail -n 40 "$work/build.log" >&2; die "image build failed (full log: $work/build.log)"; }
+    # drop images of earlier builds that nothing uses; the layer cache of this build stays
+    podman image prune -f >/dev/null 2>&1 || true
     say "built $image: $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}') in $(elapsed "$t0")"
 }
 
@@ -160,12 +163,17 @@ test_image() {
 }
 
 # ---- archive, and run from it in a fresh storage ---------------------------------------------------
-archive_image() {
-    local t0 tmp
+save_archive() {
+    local t0
     t0=$(date +%s)
     rm -f "$archive.tmp"
     podman save -q --format docker-archive -o "$archive.tmp" "$image" && mv "$archive.tmp" "$archive"
     say "saved $archive ($(du -h "$archive" | cut -f1)) in $(elapsed "$t0")"
+}
+
+archive_image() {
+    local t0 tmp
+    save_archive
     t0=$(date +%s)
     tmp=$(mktemp -d /tmp/sbt-img.XXXXXX)   # short: podman refuses a runroot over 50 characters
     local ref
@@ -187,8 +195,12 @@ case ${1:-build} in
         setup_tools
         make_base
         build_image
-        if [ "${SBT_BATCH_IMAGE_SKIP_TESTS:-0}" != 1 ]; then test_image; fi
-        archive_image
+        if [ "${SBT_BATCH_IMAGE_SKIP_TESTS:-0}" != 1 ]; then
+            test_image
+            archive_image
+        else  # tests/test_container_image.py runs the same checks (and pulls the archive) under pytest
+            save_archive
+        fi
         say "done in $(elapsed "$t_start"): $image, $archive"
         ;;
     *) die "usage: $0 [build|base|test|archive|env]" ;;

@@ -212,3 +212,29 @@ def test_runtime_env_uses_the_build_image_storage(tmp_path, monkeypatch):
     assert images.runtime_env("apptainer") is None
     monkeypatch.setenv("CONTAINERS_CONF", "/etc/other.conf")
     assert images.runtime_env("podman") is None
+
+
+def test_apptainer_definition_matches_the_archive_and_runs_selfcheck():
+    text = (REPO / "containers" / "sbt-batch.def").read_text()
+    header = dict(line.split(":", 1) for line in text.splitlines() if line and not line.startswith(("#", " ", "%")) and ":" in line)
+    assert header["Bootstrap"].strip() in {"docker", "docker-daemon", "docker-archive"}
+    # the archive that scripts/build-image.sh writes, for this version
+    assert header["From"].strip() == f"sbt-batch-{__version__}-cpu.docker.tar"
+    assert f'sbt-batch-${{version}}-cpu.docker.tar' in (REPO / "scripts" / "build-image.sh").read_text()
+    sections = {block.split("\n", 1)[0].strip(): block for block in text.split("\n%")[1:]}
+    assert "sbt-batch selfcheck" in sections["test"]
+    assert 'sbt-batch "$@"' in sections["runscript"]
+
+
+def test_container_requirements_swap_tensorflow_and_drop_mpi4py():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("container_requirements", REPO / "containers" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reqs = module.requirements(str(REPO / "setup.cfg"), ["train", "horovod", "condor"], "tensorflow[and-cuda]==2.21.0", {"mpi4py"})
+    assert "tensorflow[and-cuda]==2.21.0" in reqs
+    assert not any(r.startswith(("tensorflow-cpu", "mpi4py")) for r in reqs)
+    assert any(r.startswith("uproot") for r in reqs) and any(r.startswith("htcondor") for r in reqs)
+    with pytest.raises(SystemExit, match="no extra named"):
+        module.requirements(str(REPO / "setup.cfg"), ["nope"], None, set())

@@ -120,9 +120,19 @@ def submit_train(
     after: Optional[str] = O_AFTER,
     hold: bool = O_HOLD,
     dry_run: bool = O_DRY,
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Horovod: nodes for one multi-rank training."),
+    ntasks: Optional[int] = typer.Option(None, "--ntasks", help="Horovod: ranks in total."),
+    ntasks_per_node: Optional[int] = typer.Option(None, "--ntasks-per-node", help="Horovod: ranks per node."),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="Horovod: GPUs per node (default: one rank each)."),
+    mpi_launcher: str = typer.Option("srun", "--mpi-launcher", help="Slurm ranks: srun (--mpi=pmix) | mpirun."),
 ) -> None:
-    """Submit one `sbt-batch train ...` task; put the training options after `--`."""
-    _single("train", ctx, {k: v for k, v in locals().items() if k != "ctx"})
+    """Submit one `sbt-batch train ...` task (N Horovod ranks with --ntasks/--nodes); training options after `--`."""
+    opts = {k: v for k, v in locals().items() if k != "ctx"}
+    from sbt_batch.batch.kinds import single_task
+    from sbt_batch.launch import train_submit_settings
+
+    opts, argv = train_submit_settings(opts, list(ctx.args))
+    _do_submit("train", lambda _settings: single_task("train", argv), opts)
 
 
 @submit_app.command("evaluate", context_settings=PASS)

@@ -47,6 +47,8 @@ def train_cmd(
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--fast", help="TF op determinism [on]."),
     resume: Optional[Path] = typer.Option(None, help="Continue RUN_DIR from its last checkpoint (same weights as uninterrupted)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar per epoch."),
+    ranks: Optional[int] = typer.Option(None, "--ranks", help="Train on N Horovod ranks on this machine (see --launcher)."),
+    launcher: str = typer.Option("gloo", "--launcher", help="For --ranks: gloo (horovodrun --gloo) | mpi (mpirun)."),
 ) -> None:
     """Train a gFEX CNN (signal vs background) and write a run directory.
 
@@ -54,17 +56,30 @@ def train_cmd(
     """
     from sbt_batch.train import train
 
-    opts: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("config", "resume", "train") and v is not None}
+    opts: dict[str, Any] = {k: v for k, v in locals().items()
+                            if k not in ("config", "resume", "train", "ranks", "launcher") and v is not None}
     for key in ("signal", "background"):
         if key in opts and not opts[key]:
             del opts[key]
     if "out" in opts:
         opts["out"] = str(opts["out"])
+    if ranks is not None:  # start the ranks (they run this same command line), or be one of them
+        import sys
+
+        from sbt_batch.launch import launch_local
+
+        if launch_local(ranks, launcher, sys.argv[1:], opts, config, resume):
+            return
     if resume is not None:
         result = train(resume=str(resume), **{k: v for k, v in opts.items() if k not in ("signal", "background")})
     else:
         result = train(spec=config, **opts)
     last = result.history[-1] if result.history else {}
+    from sbt_batch.hvd import launch_info
+
+    info = launch_info()
+    if info is not None and info.rank != 0:  # only rank 0 reports
+        return
     console.print(f"wrote {result.run_dir}/model.keras"
                   + (f" (val_accuracy {last.get('val_accuracy', float('nan')):.4f})" if last else ""))
 
