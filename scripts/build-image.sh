@@ -26,6 +26,7 @@ work=$cache/podman
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' sbt_batch/__init__.py)
 image=${SBT_BATCH_IMAGE:-localhost/sbt-batch:${version}-cpu}
 base_ref=localhost/sbt-batch-base:bookworm
+deps_ref=localhost/sbt-batch-deps:cache
 base_tar=$cache/base/debian-bookworm-minbase.tar
 archive=$cache/images/sbt-batch-${version}-cpu.docker.tar
 ca=/etc/ssl/certs/ca-certificates.crt
@@ -115,17 +116,20 @@ build_image() {
         with_horovod=0
     fi
     say "buildah bud $image (TensorFlow layer: several minutes cold, seconds warm)"
-    nice buildah bud --isolation chroot --network host --layers \
-        --from "$base_ref" \
-        --build-arg BASE_IMAGE="$base_ref" \
-        --build-arg SBT_BATCH_VERSION="$version" \
-        --build-arg WITH_HOROVOD="$with_horovod" \
-        -v "$ca:$ca:ro" \
-        -v "$cache:/cache" \
-        -v "$pip_cache:/root/.cache/pip" \
-        -f containers/Dockerfile -t "$image" . > "$work/build.log" 2>&1 \
+    local args=(--isolation chroot --network host --layers
+        --from "$base_ref"
+        --build-arg BASE_IMAGE="$base_ref"
+        --build-arg SBT_BATCH_VERSION="$version"
+        --build-arg WITH_HOROVOD="$with_horovod"
+        -v "$ca:$ca:ro"
+        -v "$cache:/cache"
+        -v "$pip_cache:/root/.cache/pip"
+        -f containers/Dockerfile)
+    # the deps stage gets a tag of its own so that pruning keeps its layer cache
+    { nice buildah bud "${args[@]}" --target deps -t "$deps_ref" . \
+        && nice buildah bud "${args[@]}" -t "$image" . ; } > "$work/build.log" 2>&1 \
         || { tail -n 40 "$work/build.log" >&2; die "image build failed (full log: $work/build.log)"; }
-    # drop images of earlier builds that nothing uses; the layer cache of this build stays
+    # drop images of earlier builds that nothing uses (the tagged stages keep this build's cache)
     podman image prune -f >/dev/null 2>&1 || true
     say "built $image: $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}') in $(elapsed "$t0")"
 }

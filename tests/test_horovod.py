@@ -84,6 +84,7 @@ def test_gloo_two_ranks_identical_weights(runs: dict[str, object]) -> None:
 
 def test_gloo_two_ranks_auc_matches_one_rank(runs: dict[str, object]) -> None:
     auc1, auc2 = _auc(Path(str(runs["one"]))), _auc(Path(str(runs["gloo"])))
+    print(f"test AUC: 1 rank {auc1:.4f}, 2 ranks (gloo) {auc2:.4f}")
     assert auc1 > 0.8, auc1
     assert abs(auc2 - auc1) <= 0.02, (auc1, auc2)
 
