@@ -1,6 +1,6 @@
 """Benchmark: training images/s on 2 Horovod ranks divided by images/s on 1 rank (CPU, this machine).
 
-Run:  .venv/bin/python benchmarks/horovod.py [--epochs 4] [--launchers gloo,mpi] [--data ../shared/data/gfex-hdf5]
+Run:  .venv/bin/python benchmarks/horovod.py [--epochs 4] [--repeats 3] [--launchers gloo,mpi] [--data ../shared/data/gfex-hdf5]
 Writes benchmarks/results/horovod.md. Each configuration runs ``sbt-batch train`` as a user would
 (``--ranks 2 --launcher L`` for two ranks); images/s is the mean over epochs 2.. (epoch 1 includes
 tf.function tracing) of history.json's ``images_per_s`` (all ranks together). A report, not a target:
@@ -88,7 +88,7 @@ def main() -> None:
         lines.append(f"| {name} | {m['img_s']:,.0f} | {m['img_s'] / one['img_s']:.2f} | {m['wall']:.1f} | {m['val_acc']:.3f} |")
     spread = "; ".join(name + ": " + ", ".join(f"{m['img_s']:.0f}" for m in runs) for name, runs in results.items())
     lines += ["", f"Spread over the repeats (images/s): {spread}", "",
-        "GPU measurements (1-GPU images/s and utilization, whether the HDF5 stream keeps the GPU fed,",
+              "GPU measurements (1-GPU images/s and utilization, whether the HDF5 stream keeps the GPU fed,",
               "streaming vs in-memory) could not be taken: no GPU machine was lent to this session.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     from sbt_batch.fileio import write_text_atomic
