@@ -83,10 +83,12 @@ def _is_local_path(image: str) -> bool:
 
 def check_ref(image: str, what: str = "image") -> str:
     """Return ``image`` if it is a usable reference or path, else raise a one-line UserError."""
-    if not image or image.startswith("-") or any(c.isspace() or not c.isprintable() for c in image):
+    if not image or image.startswith("-") or any(not c.isprintable() for c in image):
         raise UserError(f"{what}: invalid image reference {image!r}")
-    if _is_local_path(image):
+    if _is_local_path(image):  # a SIF file or sandbox folder: any path (it is quoted where rendered)
         return image
+    if any(c.isspace() for c in image):
+        raise UserError(f"{what}: invalid image reference {image!r}")
     body = image
     for transport in (*_APPTAINER_TRANSPORTS,):
         if body.startswith(transport):
@@ -172,6 +174,7 @@ def exec_prefix(
     workdir: str | None = None,
     network: str = "none",
     env: Mapping[str, str] | None = None,
+    host_pid: bool = False,
 ) -> list[str]:
     """The words that run a following command inside ``image`` with ``runtime``."""
     check_ref(image)
@@ -195,6 +198,8 @@ def exec_prefix(
         if _is_local_path(image) and not image.startswith(_ARCHIVE_TRANSPORTS):
             raise UserError(f"{image}: {runtime} cannot run a SIF file or folder; use apptainer or singularity")
         words = [runtime, "run", "--rm", "--network", network]
+        if host_pid:  # the batch layer signals task process groups from outside the container
+            words += ["--pid", "host"]
         uid, gid = os.getuid(), os.getgid()
         if runtime == "podman" and uid != 0:
             words += ["--userns", "keep-id"]

@@ -7,7 +7,7 @@ packages=(
   openmpi-bin libopenmpi-dev cmake g++ make          # MPI and the Horovod build
   slurmctld slurmd slurm-client munge libpmix-dev    # the one-node Slurm cluster
   debootstrap                                        # the HTCondor pool and the container base
-  podman buildah skopeo squashfs-tools uidmap        # building and running the image
+  podman buildah skopeo squashfs-tools uidmap runc   # building and running the image
   procps                                             # ps/pkill for the service scripts
 )
 

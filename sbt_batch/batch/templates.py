@@ -88,21 +88,11 @@ def render_template(path: Path, context: dict[str, Any]) -> str:
 
 
 def container_prefix(runtime: str, image: str | None, binds: list[str], gpus: int = 0) -> list[str]:
-    """The words that run a command inside ``image`` (apptainer/singularity exec, or podman run); [] without image."""
+    """The words that run a task inside ``image`` (see :func:`sbt_batch.images.exec_prefix`); [] without image."""
     if not image:
         return []
-    if runtime in {"apptainer", "singularity"}:
-        words = [runtime, "exec"]
-        if gpus:
-            words.append("--nv")
-        for b in binds:
-            words += ["--bind", b]
-        return [*words, image]
-    if runtime == "podman":
-        words = ["podman", "run", "--rm", "--network", "none", "--pid", "host", "--user", f"{os.getuid()}:{os.getgid()}", "-w", os.getcwd()]
-        if gpus:
-            words += ["--device", "nvidia.com/gpu=all"]
-        for b in binds:
-            words += ["-v", b if ":" in b else f"{b}:{b}"]
-        return [*words, image]
-    raise UserError(f"container runtime {runtime!r} is not supported (use apptainer, singularity or podman)")
+    from sbt_batch.images import OCI, exec_prefix
+
+    # apptainer keeps the caller's working directory by itself; podman/docker need it spelled out
+    workdir = os.getcwd() if runtime in OCI else None
+    return exec_prefix(runtime, image, binds, gpus, workdir=workdir, host_pid=True)

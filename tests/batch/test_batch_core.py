@@ -167,7 +167,7 @@ def test_dry_run_prints_script_and_tasks(tmp_path, roots):
     assert result.returncode == 0, result.stderr
     assert "#SBATCH --array=0-1%5" in result.stdout
     assert "#SBATCH --comment=mine" in result.stdout
-    assert "apptainer exec --nv --bind /data '/img/x y.sif'" in result.stdout
+    assert "apptainer exec --nv --bind /data:/data '/img/x y.sif'" in result.stdout
     assert "f2.root" in result.stdout
     assert not (tmp_path / "runs").exists()
     assert not (tmp_path / "out").exists()
