@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -452,6 +453,9 @@ def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds, idx_ds,
     return done
 
 
+_PART_LOCK = threading.Lock()
+
+
 def convert_part(source: Source, part: str, tree: str, phase: int, step: int, level: int | None = 1) -> dict[str, Any]:
     """Dask task: convert a scanned input into ``part`` with ``phase`` leading blank events (aligned chunks).
 
@@ -461,7 +465,9 @@ def convert_part(source: Source, part: str, tree: str, phase: int, step: int, le
     import h5py
 
     try:
-        with h5py.File(part, "w") as h5:
+        # HDF5 is not thread-parallel: a threaded dask worker (several threads in one process, e.g.
+        # an attached --scheduler cluster) converts its files one at a time; process workers run in parallel.
+        with _PART_LOCK, h5py.File(part, "w") as h5:
             create_datasets(h5, phase + source.entries, source.entries, source.grid.shape, level)
             n = convert_into(source, tree, EventWriter(h5[ET_DATASET]), h5[RHO_DATASET], h5[INDEX_DATASET], phase, 0, 0, step)
             h5.attrs["phase"] = phase

@@ -11,7 +11,8 @@ import sys
 
 import typer
 
-from sbt_batch.cli import batch, convert, demo, image, kinematics, train  # noqa: F401  (register commands)
+# Registering order is the order of the help panels.
+from sbt_batch.cli import demo, convert, train, batch, kinematics, image  # noqa: F401,I001
 from sbt_batch.cli.app import app
 from sbt_batch.errors import EXIT_FAILURE, EXIT_USAGE, UserError
 

@@ -9,7 +9,7 @@ import typer
 from sbt_batch.cli.app import app
 
 
-@app.command("demo")
+@app.command("demo", rich_help_panel="Start here")
 def demo_cmd(
     out_dir: Path = typer.Argument(Path("demo-out"), help="Directory for everything the demo writes."),
     files: int = typer.Option(2, "--files", help="Sample ntuple files per class."),

@@ -15,7 +15,7 @@ image_app = typer.Typer(
     help="Container images: pull (SIF with apptainer, else podman/docker), build, list, check.",
     no_args_is_help=True,
 )
-app.add_typer(image_app, name="image")
+app.add_typer(image_app, name="image", rich_help_panel="Containers")
 
 RUNTIME_HELP = "apptainer, singularity, podman or docker (default: the first on PATH that suits the image)."
 
@@ -100,7 +100,7 @@ def image_check(
         raise UserError(f"{image}: selfcheck inside the image failed with exit code {code}")
 
 
-@app.command("selfcheck")
+@app.command("selfcheck", rich_help_panel="Containers")
 def selfcheck(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quick: bool = typer.Option(False, "--quick", help="Do not import TensorFlow/Horovod (versions from metadata only)."),

@@ -19,7 +19,7 @@ COLUMN_FLAGS = {
 }
 
 
-@app.command("sample-kinematics")
+@app.command("sample-kinematics", rich_help_panel="Kinematics")
 def sample_kinematics(
     out: Path = typer.Argument(..., help="Output file: .csv, .h5/.hdf5 or .root (a TTree)."),
     events: int = typer.Option(20000, "--events", "-n", help="Number of events (signal and backgrounds together)."),
@@ -42,7 +42,7 @@ def sample_kinematics(
     console.print(f"wrote {out}: {events} events ({'; '.join(parts)})")
 
 
-@app.command("train-tabular")
+@app.command("train-tabular", rich_help_panel="Kinematics")
 def train_tabular(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (with --repeats N or --repeat-index: RUN_DIR/repeat-<i>/ each)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML job spec (keys as the long options); flags override it."),
@@ -112,7 +112,7 @@ def train_tabular(
         )
 
 
-@app.command("summarize-repeats")
+@app.command("summarize-repeats", rich_help_panel="Kinematics")
 def summarize_repeats(
     run_dir: Path = typer.Argument(..., help="Run directory with repeat-<i>/sensitivity.json."),
     drop: int = typer.Option(1, "--drop", help="Drop the K largest and K smallest sensitivities."),

@@ -13,7 +13,7 @@ from sbt_batch.console import console
 _FILES = "HDF5 file from 'sbt-batch convert'; repeat the option, give a comma list or quote a glob ('data/*.hdf5')."
 
 
-@app.command("train")
+@app.command("train", rich_help_panel="Train")
 def train_cmd(
     signal: Optional[list[str]] = typer.Option(None, "--signal", "-s", help=f"Signal (label 1) {_FILES}"),
     background: Optional[list[str]] = typer.Option(None, "--background", "-b", help=f"Background (label 0) {_FILES}"),
@@ -84,7 +84,7 @@ def train_cmd(
                   + (f" (val_accuracy {last.get('val_accuracy', float('nan')):.4f})" if last else ""))
 
 
-@app.command("evaluate")
+@app.command("evaluate", rich_help_panel="Train")
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by 'sbt-batch train'."),
     signal: Optional[list[str]] = typer.Option(None, "--signal", "-s", help="Evaluate on these signal files instead of the test split."),
@@ -105,7 +105,7 @@ def evaluate_cmd(
     _print_table([{"run": str(run_dir), **m}], title=f"{run_dir} ({m['evaluated_on']}, {m['events']} events)")
 
 
-@app.command("compare")
+@app.command("compare", rich_help_panel="Train")
 def compare_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories to compare."),
     out: Path = typer.Option(Path("compare"), "--out", "-o", help="Output folder for roc and baseline_error plots."),
@@ -118,7 +118,7 @@ def compare_cmd(
     console.print(f"plots: {out}/roc.png, {out}/baseline_error.png (and .pdf)")
 
 
-@app.command("export")
+@app.command("export", rich_help_panel="Train")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by 'sbt-batch train'."),
     format: str = typer.Option(..., "--format", "-f", help="savedmodel | frozen-pb | onnx | jpeg."),
