@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any, Optional
 
 import typer
@@ -20,25 +23,44 @@ app.add_typer(task_app, name="task", hidden=True)
 
 PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-# Options shared by every submit command.
-O_BACKEND = typer.Option(None, "--backend", "-b", help="local (default), slurm or condor.")
-O_SITE = typer.Option(None, "--site", help="Site profile: a YAML path or a name in ~/.config/sbt-batch/.")
-O_NAME = typer.Option(None, "--name", help="Run name (default: the command); the run directory is NAME-<UTC time>.")
+# Options shared by every submit command: (parameter, type, typer option).
 O_RUNS_DIR = typer.Option(None, "--runs-dir", help="Where run directories go (default $SBT_BATCH_RUNS or ./runs).")
-O_IMAGE = typer.Option(None, "--image", help="Run each task inside this container image.")
-O_BIND = typer.Option(None, "--bind", help="Path bound into the container (repeatable).")
-O_PARTITION = typer.Option(None, "--partition", help="Slurm partition.")
-O_ACCOUNT = typer.Option(None, "--account", help="Slurm account.")
-O_TIME = typer.Option(None, "--time", help="Wall time per task: MINUTES, HH:MM:SS or D-HH:MM:SS.")
-O_MEM = typer.Option(None, "--mem", help="Memory per task, e.g. 4G.")
-O_CPUS = typer.Option(None, "--cpus", help="CPUs per task.")
-O_GPUS = typer.Option(None, "--gpus", help="GPUs per task.")
-O_MAX_RUNNING = typer.Option(None, "--max-running", help="At most N tasks at once (Slurm %N throttle, local pool size).")
-O_TEMPLATE = typer.Option(None, "--template", help="Your own copy of the backend's job template.")
-O_EXTRA = typer.Option(None, "--directive", help="Extra scheduler directive, e.g. --directive=--qos=short (repeatable).")
-O_AFTER = typer.Option(None, "--after", help="Start only after this run completed successfully.")
-O_HOLD = typer.Option(False, "--hold", help="Submit held (Slurm: release with scontrol release).", hidden=True)
-O_DRY = typer.Option(False, "--dry-run", help="Print the job script and the task table; submit nothing.")
+SUBMIT_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("backend", Optional[str], typer.Option(None, "--backend", "-b", help="local (default), slurm or condor.")),
+    ("site", Optional[str], typer.Option(None, "--site", help="Site profile: a YAML path or a name in ~/.config/sbt-batch/.")),
+    ("name", Optional[str], typer.Option(None, "--name", help="Run name (default: the command); the run directory is NAME-<UTC time>.")),
+    ("runs_dir", Optional[Path], O_RUNS_DIR),
+    ("image", Optional[str], typer.Option(None, "--image", help="Run each task inside this container image.")),
+    ("bind", Optional[list[str]], typer.Option(None, "--bind", help="Path bound into the container (repeatable).")),
+    ("partition", Optional[str], typer.Option(None, "--partition", help="Slurm partition.")),
+    ("account", Optional[str], typer.Option(None, "--account", help="Slurm account.")),
+    ("time", Optional[str], typer.Option(None, "--time", help="Wall time per task: MINUTES, HH:MM:SS or D-HH:MM:SS.")),
+    ("mem", Optional[str], typer.Option(None, "--mem", help="Memory per task, e.g. 4G.")),
+    ("cpus", Optional[int], typer.Option(None, "--cpus", help="CPUs per task.")),
+    ("gpus", Optional[int], typer.Option(None, "--gpus", help="GPUs per task.")),
+    ("max_running", Optional[int], typer.Option(None, "--max-running", help="At most N tasks at once (Slurm %N throttle, local pool size).")),
+    ("template", Optional[Path], typer.Option(None, "--template", help="Your own copy of the backend's job template.")),
+    ("directive", Optional[list[str]], typer.Option(None, "--directive", help="Extra scheduler directive, e.g. --directive=--qos=short (repeatable).")),
+    ("after", Optional[str], typer.Option(None, "--after", help="Start only after this run completed successfully.")),
+    ("hold", bool, typer.Option(False, "--hold", help="Submit held (Slurm: release with scontrol release).", hidden=True)),
+    ("dry_run", bool, typer.Option(False, "--dry-run", help="Print the job script and the task table; submit nothing.")),
+]
+SHARED: dict[str, Any] = {}  # placeholder default of the ``opts`` parameter that :func:`submit_options` replaces
+
+
+def submit_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Give a submit command the shared options; the command receives them as one ``opts`` dict."""
+    own = [p for p in inspect.signature(func).parameters.values() if p.name != "opts"]
+    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in SUBMIT_OPTIONS]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> None:
+        opts = {n: kwargs.pop(n) for n, _, _ in SUBMIT_OPTIONS}
+        func(**kwargs, opts=opts)
+
+    command.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    command.__annotations__ = {**{k: v for k, v in func.__annotations__.items() if k != "opts"}, **{n: t for n, t, _ in SUBMIT_OPTIONS}}
+    return command
 
 
 
@@ -52,29 +74,13 @@ def _do_submit(kind: str, tasks_fn, opts: dict[str, Any], options: dict[str, Any
 
 
 @submit_app.command("convert")
+@submit_options
 def submit_convert(
     inputs: list[str] = typer.Argument(..., help="Input ntuples (files, directories, globs or @list files)."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where parts/ and the merged HDF5 go."),
     files_per_job: int = typer.Option(1, "--files-per-job", "-k", help="Input files per task."),
     convert_args: str = typer.Option("", "--convert-args", help="Extra `sbt-batch convert` options for every task, e.g. '--eta-max 2.7'."),
-    backend: Optional[str] = O_BACKEND,
-    site: Optional[str] = O_SITE,
-    name: Optional[str] = O_NAME,
-    runs_dir: Optional[Path] = O_RUNS_DIR,
-    image: Optional[str] = O_IMAGE,
-    bind: Optional[list[str]] = O_BIND,
-    partition: Optional[str] = O_PARTITION,
-    account: Optional[str] = O_ACCOUNT,
-    time: Optional[str] = O_TIME,
-    mem: Optional[str] = O_MEM,
-    cpus: Optional[int] = O_CPUS,
-    gpus: Optional[int] = O_GPUS,
-    max_running: Optional[int] = O_MAX_RUNNING,
-    template: Optional[Path] = O_TEMPLATE,
-    directive: Optional[list[str]] = O_EXTRA,
-    after: Optional[str] = O_AFTER,
-    hold: bool = O_HOLD,
-    dry_run: bool = O_DRY,
+    opts: dict[str, Any] = SHARED,
 ) -> None:
     """Convert ntuples to HDF5 as a batch run: one task per --files-per-job inputs."""
     from sbt_batch.batch.kinds import convert_tasks
@@ -82,7 +88,6 @@ def submit_convert(
 
     import shlex
 
-    opts = dict(locals())
     out = output_dir.absolute()
     files = resolve_inputs(inputs)
     try:
@@ -100,26 +105,10 @@ def _single(kind: str, ctx: typer.Context, opts: dict[str, Any]) -> None:
 
 
 @submit_app.command("train", context_settings=PASS)
+@submit_options
 def submit_train(
     ctx: typer.Context,
-    backend: Optional[str] = O_BACKEND,
-    site: Optional[str] = O_SITE,
-    name: Optional[str] = O_NAME,
-    runs_dir: Optional[Path] = O_RUNS_DIR,
-    image: Optional[str] = O_IMAGE,
-    bind: Optional[list[str]] = O_BIND,
-    partition: Optional[str] = O_PARTITION,
-    account: Optional[str] = O_ACCOUNT,
-    time: Optional[str] = O_TIME,
-    mem: Optional[str] = O_MEM,
-    cpus: Optional[int] = O_CPUS,
-    gpus: Optional[int] = O_GPUS,
-    max_running: Optional[int] = O_MAX_RUNNING,
-    template: Optional[Path] = O_TEMPLATE,
-    directive: Optional[list[str]] = O_EXTRA,
-    after: Optional[str] = O_AFTER,
-    hold: bool = O_HOLD,
-    dry_run: bool = O_DRY,
+    opts: dict[str, Any] = SHARED,
     nodes: Optional[int] = typer.Option(None, "--nodes", help="Horovod: nodes for one multi-rank training."),
     ntasks: Optional[int] = typer.Option(None, "--ntasks", help="Horovod: ranks in total."),
     ntasks_per_node: Optional[int] = typer.Option(None, "--ntasks-per-node", help="Horovod: ranks per node."),
@@ -127,70 +116,37 @@ def submit_train(
     mpi_launcher: str = typer.Option("srun", "--mpi-launcher", help="Slurm ranks: srun (--mpi=pmix) | mpirun."),
 ) -> None:
     """Submit one `sbt-batch train ...` task (N Horovod ranks with --ntasks/--nodes); training options after `--`."""
-    opts = {k: v for k, v in locals().items() if k != "ctx"}
     from sbt_batch.batch.kinds import single_task
     from sbt_batch.launch import train_submit_settings
 
-    opts, argv = train_submit_settings(opts, list(ctx.args))
+    ranks = {"nodes": nodes, "ntasks": ntasks, "ntasks_per_node": ntasks_per_node, "gpus_per_node": gpus_per_node, "mpi_launcher": mpi_launcher}
+    opts, argv = train_submit_settings({**opts, **ranks}, list(ctx.args))
     _do_submit("train", lambda _settings: single_task("train", argv), opts)
 
 
 @submit_app.command("evaluate", context_settings=PASS)
+@submit_options
 def submit_evaluate(
     ctx: typer.Context,
-    backend: Optional[str] = O_BACKEND,
-    site: Optional[str] = O_SITE,
-    name: Optional[str] = O_NAME,
-    runs_dir: Optional[Path] = O_RUNS_DIR,
-    image: Optional[str] = O_IMAGE,
-    bind: Optional[list[str]] = O_BIND,
-    partition: Optional[str] = O_PARTITION,
-    account: Optional[str] = O_ACCOUNT,
-    time: Optional[str] = O_TIME,
-    mem: Optional[str] = O_MEM,
-    cpus: Optional[int] = O_CPUS,
-    gpus: Optional[int] = O_GPUS,
-    max_running: Optional[int] = O_MAX_RUNNING,
-    template: Optional[Path] = O_TEMPLATE,
-    directive: Optional[list[str]] = O_EXTRA,
-    after: Optional[str] = O_AFTER,
-    hold: bool = O_HOLD,
-    dry_run: bool = O_DRY,
+    opts: dict[str, Any] = SHARED,
 ) -> None:
     """Submit one `sbt-batch evaluate ...` task; put the evaluation options after `--`."""
-    _single("evaluate", ctx, {k: v for k, v in locals().items() if k != "ctx"})
+    _single("evaluate", ctx, opts)
 
 
 @submit_app.command("train-tabular", context_settings=PASS)
+@submit_options
 def submit_train_tabular(
     ctx: typer.Context,
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Training output; repeat i goes to DIR/repeat-i."),
     repeats: int = typer.Option(1, "--repeats", help="Independent trainings, one task each."),
-    backend: Optional[str] = O_BACKEND,
-    site: Optional[str] = O_SITE,
-    name: Optional[str] = O_NAME,
-    runs_dir: Optional[Path] = O_RUNS_DIR,
-    image: Optional[str] = O_IMAGE,
-    bind: Optional[list[str]] = O_BIND,
-    partition: Optional[str] = O_PARTITION,
-    account: Optional[str] = O_ACCOUNT,
-    time: Optional[str] = O_TIME,
-    mem: Optional[str] = O_MEM,
-    cpus: Optional[int] = O_CPUS,
-    gpus: Optional[int] = O_GPUS,
-    max_running: Optional[int] = O_MAX_RUNNING,
-    template: Optional[Path] = O_TEMPLATE,
-    directive: Optional[list[str]] = O_EXTRA,
-    after: Optional[str] = O_AFTER,
-    hold: bool = O_HOLD,
-    dry_run: bool = O_DRY,
+    opts: dict[str, Any] = SHARED,
 ) -> None:
     """Submit --repeats `sbt-batch train-tabular ... --repeat-index i` tasks; options after `--`."""
     from sbt_batch.batch.kinds import repeat_tasks
 
     argv = list(ctx.args)
     out = output_dir.absolute()
-    opts = {k: v for k, v in locals().items() if k not in {"ctx", "output_dir", "repeats", "argv", "repeat_tasks", "out"}}
     _do_submit("train-tabular", lambda _settings: repeat_tasks("train-tabular", argv, repeats, out), opts, {"output_dir": str(out), "repeats": repeats, "make_dirs": [str(out)]})
 
 
