@@ -33,14 +33,7 @@ COMPRESSIONS = ("zlib:1", "lz4:1")
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return f"{os.cpu_count()} cores (`nproc`={len(os.sched_getaffinity(0))}), {model}, Python {platform.python_version()}"
 
 
@@ -195,6 +188,7 @@ def scaling(files: list[Path], workdir: Path, repeats: int) -> dict:
 
 BIG_SNIPPET = r"""
 import json, sys, time
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 sys.path.insert(0, {repo!r})
 
 

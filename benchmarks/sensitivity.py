@@ -17,19 +17,9 @@ import numpy as np
 
 from sbt_batch.fileio import write_text_atomic
 from sbt_batch.tabular.sensitivity import binned_sensitivity, binned_sensitivity_reference
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sensitivity.md"
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(func, *args, **kwargs):

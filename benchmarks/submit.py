@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SBT = [sys.executable, "-m", "sbt_batch"]
@@ -34,14 +34,6 @@ def timed(argv: list[str], **kw) -> tuple[float, subprocess.CompletedProcess[str
     if result.returncode != 0:
         sys.exit(f"{argv[:4]} failed: {result.stderr.strip()[-500:]}")
     return elapsed, result
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

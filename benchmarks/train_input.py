@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("SBT_BATCH_SHARED", REPO.parent / "shared")) / "data" / "gfex-hdf5"
@@ -159,13 +159,6 @@ def run_child(phase: str, argv: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
