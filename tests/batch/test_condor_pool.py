@@ -135,7 +135,8 @@ def test_resubmit_cancel_and_unreachable_schedd(condor_pool, tmp_path):
     assert again.returncode == 0 and "resubmitted 1 task" in again.stdout, again.stderr
     run = Run.open(run.path)
     assert len({s["backend"]["cluster"] for s in run.submissions}) == 2
-    rows = wait_rows(run, lambda r: r[1].attempt == 2 and not r[1].active, timeout=TIMEOUT)
+    # "missing" can be transient right after a resubmit (the job neither in the log nor the queue yet)
+    rows = wait_rows(run, lambda r: r[1].attempt == 2 and not r[1].active and r[1].state != "missing", timeout=TIMEOUT)
     assert (rows[1].state, rows[1].exit_code, rows[1].attempt) == ("completed", 0, 2)
     assert (run.task_dir(1) / "attempt-1" / "state.json").is_file()
     assert run.read_state(0) == first
