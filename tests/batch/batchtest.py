@@ -27,6 +27,12 @@ def submit_probe(runs_dir: Path, backend: str, tasks: list[Task], name: str = "p
     return run
 
 
+def submitted_run(result, runs: Path) -> Run:
+    """The run that a successful ``sbt-batch submit`` (``result``) just created under ``runs``."""
+    assert result.returncode == 0, result.stderr
+    return Run.open(sorted(p for p in runs.iterdir() if not p.name.startswith("."))[-1])
+
+
 def wait_rows(run: Run, done, timeout: float = 60, interval: float = 0.3) -> list[TaskStatus]:
     """Poll `status` until ``done(rows)`` is true; return the rows (assert on timeout)."""
     deadline = time.monotonic() + timeout

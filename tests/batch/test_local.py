@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchtest import assert_same_hdf5, probe_output, settled, states, submit_probe, probe_tasks, wait_rows
+from batchtest import assert_same_hdf5, probe_output, probe_tasks, settled, states, submit_probe, submitted_run, wait_rows
 from conftest import assert_one_line_error, run_sbt
 from sbt_batch.batch.core import cancel_run, run_status
 from sbt_batch.batch.run import Run
@@ -27,15 +27,11 @@ def ntuples(tmp_path_factory) -> Path:
     return d
 
 
-def _run_of(result, runs: Path) -> Run:
-    assert result.returncode == 0, result.stderr
-    return Run.open(sorted(p for p in runs.iterdir() if not p.name.startswith("."))[-1])
-
 
 def test_convert_end_to_end_matches_direct(tmp_path, ntuples):
     runs = tmp_path / "runs"
     result = run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "-k", "2", "--runs-dir", runs, "--name", "e2e")
-    run = _run_of(result, runs)
+    run = submitted_run(result, runs)
     assert len(run.tasks) == 2
     # the submitting command has exited; the detached runner keeps going and status follows it
     wait_rows(run, lambda rows: states(rows) == ["completed"] * 2, timeout=90)
@@ -58,7 +54,7 @@ def test_failed_task_resubmit_and_collect(tmp_path, ntuples):
     shutil.copy(bad, good_copy)
     bad.write_bytes(b"not a ROOT file")
     runs = tmp_path / "runs"
-    run = _run_of(run_sbt("submit", "convert", inputs, "-o", tmp_path / "out", "--runs-dir", runs), runs)
+    run = submitted_run(run_sbt("submit", "convert", inputs, "-o", tmp_path / "out", "--runs-dir", runs), runs)
     rows = wait_rows(run, settled, timeout=90)
     assert states(rows) == ["completed", "failed", "completed"]
     assert rows[1].exit_code not in (0, None)
@@ -113,7 +109,7 @@ def test_kill_while_writing_leaves_no_partial_output(tmp_path):
     nt = tmp_path / "nt"
     assert run_sbt("sample-ntuples", nt, "--kind", "background", "--files", "1", "--events", "5000").returncode == 0
     runs = tmp_path / "runs"
-    run = _run_of(run_sbt("submit", "convert", nt, "-o", tmp_path / "out", "--runs-dir", runs, "--convert-args", "--step-size 100"), runs)
+    run = submitted_run(run_sbt("submit", "convert", nt, "-o", tmp_path / "out", "--runs-dir", runs, "--convert-args", "--step-size 100"), runs)
     parts = tmp_path / "out" / "parts"
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".part-00000.h5") for p in parts.iterdir()):  # the temp file being written
@@ -168,7 +164,7 @@ def test_local_image_runs_tasks_in_podman(tmp_path, ntuples):
     require(bool(have), f"container image {image} not built (scripts/build-image.sh)")
     runs = tmp_path / "runs"
     result = run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "-k", "2", "--runs-dir", runs, "--image", image, env=env)
-    run = _run_of(result, runs)
+    run = submitted_run(result, runs)
     rows = wait_rows(run, settled, timeout=180)
     assert states(rows) == ["completed"] * 2, [(r.state, r.reason) for r in rows]
     assert rows[0].host != os.uname().nodename  # ran in a container

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchtest import assert_same_hdf5, probe_output, probe_tasks, settled, states, submit_probe, wait_rows
+from batchtest import assert_same_hdf5, probe_output, probe_tasks, settled, states, submit_probe, submitted_run, wait_rows
 from conftest import assert_one_line_error, run_sbt
 from sbt_batch.batch.run import Run
 from sbt_batch.errors import EXIT_INCOMPLETE
@@ -40,14 +40,10 @@ def ntuples(slurm_cluster, tmp_path_factory, timeout_run) -> Path:
     return d
 
 
-def _submitted(result, runs: Path) -> Run:
-    assert result.returncode == 0, result.stderr
-    return Run.open(sorted(p for p in runs.iterdir() if not p.name.startswith("."))[-1])
-
 
 def test_convert_array_end_to_end_matches_direct(tmp_path, ntuples):
     runs = tmp_path / "runs"
-    run = _submitted(run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "--backend", "slurm", "--runs-dir", runs,
+    run = submitted_run(run_sbt("submit", "convert", ntuples, "-o", tmp_path / "out", "--backend", "slurm", "--runs-dir", runs,
                              "--max-running", "2", "--time", "5", "--mem", "1G"), runs)
     sub = run.submissions[0]
     assert sub["status"] == "submitted" and sub["job_ids"] == {str(i): f"{sub['backend']['array_job_id']}_{i}" for i in range(3)}
@@ -69,7 +65,7 @@ def test_failed_and_cancelled_tasks_resubmit_and_collect(tmp_path, ntuples):
     shutil.copy(bad, tmp_path / "good.root")
     bad.write_bytes(b"garbage")
     runs = tmp_path / "runs"
-    run = _submitted(run_sbt("submit", "convert", inputs, "-o", tmp_path / "out", "--backend", "slurm", "--runs-dir", runs, "--hold"), runs)
+    run = submitted_run(run_sbt("submit", "convert", inputs, "-o", tmp_path / "out", "--backend", "slurm", "--runs-dir", runs, "--hold"), runs)
     rows = wait_rows(run, lambda r: states(r) == ["held"] * 3, timeout=30)
     array = run.submissions[0]["backend"]["array_job_id"]
     subprocess.run(["scontrol", "release", f"{array}_0,{array}_1"], check=True, capture_output=True)
