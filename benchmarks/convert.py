@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from sbt_batch.convert import ET_BRANCH, RHO_BRANCH, convert, scan_input  # noqa: E402
 from sbt_batch.ntuples import generate_events, tower_map, write_ntuple  # noqa: E402
 from sbt_batch.parallel import WORKER_CONFIG  # noqa: E402
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 COMPRESSIONS = ("zlib:1", "lz4:1")
 
@@ -188,7 +189,6 @@ def scaling(files: list[Path], workdir: Path, repeats: int) -> dict:
 
 BIG_SNIPPET = r"""
 import json, sys, time
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 sys.path.insert(0, {repo!r})
 
 
