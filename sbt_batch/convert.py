@@ -2,10 +2,11 @@
 
 Layers, as in uproot: *source* (open a file, find the trees, read steps of entries, turn every
 reading failure into a one-line error naming the file and tree), *interpretation* (the tower grid
-from the maps tree, applied as one gather per step) and *output* (chunked, compressed HDF5 written
-atomically, with provenance). :func:`convert` runs files in-process (one worker) or as dask tasks
-that each write a part file whose chunks line up with the final file, so that merging copies
-compressed chunks without recompressing them.
+from the maps tree, applied as one gather per step; TTree baskets take the fast path of
+:mod:`sbt_batch.baskets`) and *output* (chunked, compressed HDF5 written atomically, with
+provenance; whole chunks encoded by :mod:`sbt_batch.h5chunks`). :func:`convert` runs files
+in-process (one worker) or as dask tasks (:mod:`sbt_batch.convert_tasks`) that return encoded
+chunks which this process writes in input order.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +24,9 @@ from sbt_batch import __version__
 from sbt_batch.console import log
 from sbt_batch.errors import InputFileError, UserError
 from sbt_batch.fileio import atomic_path, check_writable_dir
+from sbt_batch.baskets import basket_dtype, iter_gathered
 from sbt_batch.geometry import DEFAULT_ETA_MAX, Grid, GridError, build_grid
+from sbt_batch.h5chunks import EventWriter, copy_events
 
 if TYPE_CHECKING:  # pragma: no cover
     import h5py
@@ -42,8 +42,8 @@ INDEX_DATASET = "fileIndex"
 CHUNK_EVENTS = 64  # events per gTowerEt chunk (about 200 kB for 24 x 32 towers)
 FLAT_CHUNK = 16384  # events per chunk of the per-event scalars
 # Standard HDF5 filters (shuffle + deflate) so that any HDF5 reader opens the output. Whole gTowerEt
-# chunks are compressed here with ISA-L (same deflate format, several times faster than zlib) and
-# written raw; HDF5 itself only compresses the few partial chunks at file boundaries.
+# chunks are encoded by sbt_batch.h5chunks (ISA-L deflate of the planes that compress) and written
+# raw; HDF5 itself only compresses the few partial chunks at file boundaries.
 COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 DEFAULT_STEP = "100MB"
 # Below this much tower data, starting a local cluster (seconds) costs more than it saves.
@@ -186,35 +186,61 @@ def scan_input(path: str | Path, tree: str = "mytree", maps_tree: str = "maps", 
 
 
 def iter_steps(
-    source: Source, tree: str, step_entries: int, entry_start: int = 0
+    source: Source, tree: str, step_entries: int, entry_start: int = 0, entry_stop: int | None = None
 ) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
-    """Yield (gTowerEt (n, towers), rho (n,)) steps of ``source``, wrapping read errors as InputFileError."""
+    """Yield (towers in grid order (n, rows*cols), rho (n,)) steps of ``source``; read errors become InputFileError.
+
+    The towers keep the file's byte order (big-endian from TTree baskets); each block may be a view
+    of a reused buffer, valid until the next step is asked for.
+    """
+    import numpy as np
+
     if source.entries == 0:
         return
     path = source.path
+    index = source.grid.index
     rfile = open_root(path)
     try:
         events = get_tree(rfile, path, tree)
-        steps = events.iterate(
-            [ET_BRANCH, RHO_BRANCH], step_size=int(step_entries), library="np", entry_start=entry_start
-        )
+        if not source.rntuple and basket_dtype(events[ET_BRANCH], source.grid.n_towers) is not None:
+            steps = _basket_steps(events, index, int(step_entries), entry_start, entry_stop)
+        else:
+            steps = _uproot_steps(events, path, tree, source.grid.n_towers, index, int(step_entries), entry_start, entry_stop)
         while True:
             try:
-                arrays = next(steps)
+                et, rho = next(steps)
             except StopIteration:
                 return
+            except InputFileError:
+                raise
             except Exception as exc:  # decompression, deserialization, short reads
                 raise InputFileError(path, f"tree '{tree}': truncated or corrupt data ({_short(exc)})") from None
-            et, rho = arrays[ET_BRANCH], arrays[RHO_BRANCH]
-            if et.dtype == object or et.ndim != 2:
-                raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}' is not a fixed-size array")
-            if et.shape[1] != source.grid.n_towers:
-                raise InputFileError(
-                    path, f"tree '{tree}' branch '{ET_BRANCH}' has {et.shape[1]} towers but the maps have {source.grid.n_towers}"
-                )
             yield et, rho
     finally:
         rfile.close()
+
+
+def _basket_steps(events, index: "np.ndarray", step: int, entry_start: int, entry_stop: int | None) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
+    """TTree fast path: towers gathered from the baskets (:mod:`sbt_batch.baskets`), rho read alongside."""
+    rho_branch = events[RHO_BRANCH]
+    at = entry_start
+    for block in iter_gathered(events[ET_BRANCH], index, step, entry_start, entry_stop):
+        rho = rho_branch.array(entry_start=at, entry_stop=at + len(block), library="np")
+        at += len(block)
+        yield block, rho
+
+
+def _uproot_steps(events, path: Path, tree: str, n_towers: int, index: "np.ndarray", step: int, entry_start: int, entry_stop: int | None) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
+    """Any layout uproot reads (RNTuple included): ``iterate`` in steps, then gather the grid's towers."""
+    import numpy as np
+
+    for arrays in events.iterate([ET_BRANCH, RHO_BRANCH], step_size=step, library="np", entry_start=entry_start, entry_stop=entry_stop):
+        et = arrays[ET_BRANCH]
+        if et.dtype == object or et.ndim != 2:
+            raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}' is not a fixed-size array")
+        if et.shape[1] != n_towers:
+            raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}' has {et.shape[1]} towers but the maps have {n_towers}")
+        yield np.take(et, index, axis=1), arrays[RHO_BRANCH]  # 3x faster than et[:, index]
 
 
 def read_entries(path: str | Path, tree: str = "mytree") -> int:
@@ -300,114 +326,6 @@ def create_datasets(h5: "h5py.File", n_et: int, n_flat: int, shape: tuple[int, i
     h5[INDEX_DATASET].attrs["description"] = "index into the file attribute 'inputs' of each event's source file"
 
 
-def _deflate():
-    """The fastest zlib-format compressor available (ISA-L, else the standard library)."""
-    try:
-        from isal import isal_zlib
-
-        return isal_zlib.compress
-    except ImportError:  # pragma: no cover (isal is a dependency)
-        import zlib
-
-        return zlib.compress
-
-
-class EventWriter:
-    """Write event blocks into a gTowerEt dataset; whole chunks are shuffled and deflated here and written raw."""
-
-    def __init__(self, ds: "h5py.Dataset") -> None:
-        self.ds = ds
-        self.c = ds.chunks[0]
-        self.raw = (
-            ds.compression == "gzip" and ds.shuffle and not ds.fletcher32 and ds.scaleoffset is None
-            and ds.dtype.itemsize == 4 and ds.dtype.byteorder in "=<|"
-        )  # fmt: skip
-        self.level = int(ds.compression_opts or 1)
-        self.compress = _deflate()
-        self.raw_chunks = 0
-
-    def _write_raw(self, at: int, chunks: "np.ndarray") -> None:
-        """Write whole chunks (k, c, ...) starting at event ``at`` (a chunk boundary)."""
-        k = chunks.shape[0]
-        tail = (0,) * (self.ds.ndim - 1)
-        for i in range(k):
-            # HDF5's shuffle filter for 4-byte items: all first bytes of the chunk, then all second bytes, ...
-            shuffled = chunks[i].reshape(-1).view("u1").reshape(-1, 4).T.copy()
-            self.ds.id.write_direct_chunk((at + i * self.c, *tail), self.compress(shuffled, self.level), 0)
-        self.raw_chunks += k
-
-    def write(self, at: int, block: "np.ndarray") -> None:
-        """Write ``block`` (n, ...) at events [at, at+n)."""
-        import numpy as np
-
-        n, c, ds = len(block), self.c, self.ds
-        if not self.raw:
-            ds[at : at + n] = block
-            return
-        pos = 0
-        if at % c:  # partial head chunk: HDF5 merges it with what the chunk already holds
-            pos = min(n, c - at % c)
-            ds[at : at + pos] = block[:pos]
-        full = (n - pos) // c
-        if full:
-            self._write_raw(at + pos, np.ascontiguousarray(block[pos : pos + full * c], dtype=np.float32).reshape(full, c, *block.shape[1:]))
-            pos += full * c
-        if pos < n:
-            if at + n == ds.shape[0]:  # the dataset's edge chunk: stored full size, zero padded
-                pad = np.zeros((c, *block.shape[1:]), dtype=np.float32)
-                pad[: n - pos] = block[pos:]
-                self._write_raw(at + pos, pad[None])
-            else:
-                ds[at + pos : at + n] = block[pos:]
-
-
-def _same_layout(a: "h5py.Dataset", b: "h5py.Dataset") -> bool:
-    return (
-        a.chunks == b.chunks
-        and a.dtype == b.dtype
-        and a.compression == b.compression
-        and a.compression_opts == b.compression_opts
-        and a.shuffle == b.shuffle
-        and a.fletcher32 == b.fletcher32
-        and a.scaleoffset == b.scaleoffset
-    )
-
-
-def copy_events(src: "h5py.Dataset", src_start: int, n: int, dst: "h5py.Dataset", dst_start: int, step: int = 64 * CHUNK_EVENTS, writer: EventWriter | None = None) -> int:
-    """Copy events [src_start, src_start+n) of ``src`` to ``dst`` at ``dst_start``; return the chunks copied raw.
-
-    When both datasets share chunking and filters and their chunk grids line up, whole chunks are
-    copied as compressed bytes (no recompression); the rest goes through normal reads and writes.
-    """
-    if n <= 0:
-        return 0
-    c = src.chunks[0] if src.chunks else 0
-    aligned = bool(c) and _same_layout(src, dst) and (dst_start - src_start) % c == 0
-    raw = 0
-    pos = src_start
-    stop = src_start + n
-    shift = dst_start - src_start
-    tail = (0,) * (src.ndim - 1)
-    while pos < stop:
-        if aligned and pos % c == 0 and (pos + c <= stop or stop == src.shape[0]):
-            # run of chunks that start on a chunk boundary; the last may be the source's edge chunk
-            end = stop if stop == src.shape[0] else pos + (stop - pos) // c * c
-            for k in range(pos, end, c):
-                mask, data = src.id.read_direct_chunk((k, *tail))
-                dst.id.write_direct_chunk((k + shift, *tail), data, mask)
-                raw += 1
-            pos = end
-            continue
-        # up to the next chunk boundary (or a bounded step when not aligned)
-        nxt = min(stop, (pos // c + 1) * c) if aligned else min(stop, pos + step)
-        if writer is not None:
-            writer.write(pos + shift, src[pos:nxt])
-        else:
-            dst[pos + shift : nxt + shift] = src[pos:nxt]
-        pos = nxt
-    return raw
-
-
 def write_provenance(h5: "h5py.File", attrs: dict[str, Any]) -> None:
     """Store provenance attributes (lists of strings become string arrays, dicts and lists of dicts JSON)."""
     import h5py
@@ -437,12 +355,11 @@ def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds, idx_ds,
     """Convert ``source`` into the datasets at the given offsets, in steps; return its event count."""
     import numpy as np
 
-    index = source.grid.index
     rows, cols = source.grid.shape
     done = 0
     for et, rho in iter_steps(source, tree, step):
         n = len(rho)
-        et_out.write(et_at + done, np.take(et, index, axis=1).reshape(n, rows, cols))  # 3x faster than et[:, index]
+        et_out.write(et_at + done, et.reshape(n, rows, cols))
         rho_ds[flat_at + done : flat_at + done + n] = rho
         idx_ds[flat_at + done : flat_at + done + n] = np.full(n, file_index, dtype=np.int32)
         done += n
@@ -451,29 +368,6 @@ def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds, idx_ds,
     if done != source.entries:
         raise InputFileError(source.path, f"tree '{tree}': read {done} entries but the tree has {source.entries}")
     return done
-
-
-_PART_LOCK = threading.Lock()
-
-
-def convert_part(source: Source, part: str, tree: str, phase: int, step: int, level: int | None = 1) -> dict[str, Any]:
-    """Dask task: convert a scanned input into ``part`` with ``phase`` leading blank events (aligned chunks).
-
-    The client's scan (entries, this file's own tower order) travels with the task, so the worker only
-    reads the events.
-    """
-    import h5py
-
-    try:
-        # HDF5 is not thread-parallel: a threaded dask worker (several threads in one process, e.g.
-        # an attached --scheduler cluster) converts its files one at a time; process workers run in parallel.
-        with _PART_LOCK, h5py.File(part, "w") as h5:
-            create_datasets(h5, phase + source.entries, source.entries, source.grid.shape, level)
-            n = convert_into(source, tree, EventWriter(h5[ET_DATASET]), h5[RHO_DATASET], h5[INDEX_DATASET], phase, 0, 0, step)
-            h5.attrs["phase"] = phase
-        return {"entries": n, "error": None}
-    except InputFileError as exc:
-        return {"entries": 0, "error": str(exc), "problem": exc.problem}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,11 +489,12 @@ def convert(
 
         with h5py.File(tmp, "w", rdcc_nbytes=8 * 1024**2) as h5:
             create_datasets(h5, total, total, grid.shape, level)
-            if distributed:
-                files, n_workers, raw = _convert_dask(sources, h5, tree, maps_tree, eta_max, step, skip_bad, skipped,
-                                                      workers, scheduler, cluster, jobs, profile, show_progress, output, level)  # fmt: skip
-            else:
+            if not distributed:
                 files, n_workers, raw = _convert_serial(sources, h5, tree, step, skip_bad, skipped, show_progress), 1, 0
+        if distributed:  # the output is closed here: dask workers may write it
+            files, n_workers, raw = _convert_dask(sources, str(tmp), tree, step, skip_bad, skipped, workers, scheduler,
+                                                  cluster, jobs, profile, show_progress, level)  # fmt: skip
+        with h5py.File(tmp, "r+") as h5:
             events = sum(n for _, n in files)
             for name in (ET_DATASET, RHO_DATASET, INDEX_DATASET):
                 if h5[name].shape[0] != events:
@@ -662,62 +557,18 @@ def _convert_serial(sources: list[Source], h5, tree: str, step: int, skip_bad: b
     return files
 
 
-def _convert_dask(sources, h5, tree, maps_tree, eta_max, step, skip_bad, skipped, workers, scheduler, cluster, jobs, profile, show, output, level):
-    import h5py
-
+def _convert_dask(sources, output, tree, step, skip_bad, skipped, workers, scheduler, cluster, jobs, profile, show, level):
+    from sbt_batch.convert_tasks import convert_distributed
     from sbt_batch.parallel import dask_client
 
-    grid = sources[0].grid
-    parts_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-", dir=output.parent if str(output.parent) else "."))
-    files: list[tuple[str, int]] = []
-    raw = 0
-    try:
-        with dask_client(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, profile=profile) as client:
-            from distributed import as_completed
-
-            n_workers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
-            offsets, at = [], 0
-            for s in sources:
-                offsets.append(at)
-                at += s.entries
-            futures = {}
-            for i, s in enumerate(sources):
-                part = str(parts_dir / f"part-{i:06d}.h5")
-                fut = client.submit(convert_part, s, part, tree, offsets[i] % CHUNK_EVENTS, step, level,
-                                    key=f"sbt-convert-{i}-{parts_dir.name}", pure=False)  # fmt: skip
-                futures[fut] = i
-            results: dict[int, dict] = {}
-            nxt, at, events, t0 = 0, 0, 0, time.perf_counter()
-            bar, task = _progress(show, len(sources))
-            with bar:
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    results[i] = fut.result()
-                    events += results[i]["entries"]
-                    bar.update(task, advance=1, rate=_rate_text(events, t0))
-                    while nxt in results:  # merge in input order as soon as possible
-                        res, source = results.pop(nxt), sources[nxt]
-                        part = parts_dir / f"part-{nxt:06d}.h5"
-                        if res["error"]:
-                            exc = InputFileError(source.path, res["problem"])
-                            if not skip_bad:
-                                for f in futures:
-                                    f.cancel()
-                            _fail_or_skip(exc, skip_bad, skipped)
-                        else:
-                            n = res["entries"]
-                            with h5py.File(part, "r") as ph:
-                                phase = int(ph.attrs["phase"])
-                                raw += copy_events(ph[ET_DATASET], phase, n, h5[ET_DATASET], at, writer=EventWriter(h5[ET_DATASET]))
-                                h5[RHO_DATASET][at : at + n] = ph[RHO_DATASET][:n]
-                                h5[INDEX_DATASET][at : at + n] = len(files)
-                            files.append((str(source.path), n))
-                            at += n
-                        part.unlink(missing_ok=True)
-                        nxt += 1
-    finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
-    return files, n_workers, raw
+    with dask_client(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, profile=profile) as client:
+        n_workers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
+        state = convert_distributed(client, sources, output, tree, step, skip_bad, level, show)
+    for path, reason in state.skipped:
+        _fail_or_skip(InputFileError(Path(path), reason), True, skipped)
+    if state.error:
+        raise InputFileError(*state.error)
+    return [(str(p), n) for p, n in state.files], n_workers, state.raw
 
 
 # ---------------------------------------------------------------------------------------------

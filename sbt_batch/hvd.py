@@ -6,7 +6,8 @@ model and optimizer variables one by one (``DistributedGradientTape``, ``broadca
 and ``horovod.tensorflow.keras`` all fail with Keras 3).
 
 Importing this module is cheap: Horovod and TensorFlow are imported only by :func:`detect` when
-the environment shows a launch with several ranks (horovodrun, mpirun, or ``srun --mpi=pmix``).
+the environment shows a launch with several ranks (horovodrun, mpirun, ``srun --mpi=pmix``, or the
+HTCondor parallel-universe node wrapper, which sets horovodrun's Gloo variables).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def launch_info(env: Mapping[str, str] | None = None) -> Launch | None:
         rank, size = _int(env, rank_var), _int(env, size_var)
         if rank is not None and size is not None:
             if launcher == "horovodrun" and env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR"):
-                launcher = "horovodrun --gloo"
+                # horovodrun --gloo, or sbt-batch's own Gloo launcher (HTCondor parallel universe) naming itself
+                launcher = env.get("SBT_BATCH_RANK_LAUNCHER") or "horovodrun --gloo"
             local = _int(env, local_var)
             return Launch(rank, size, rank if local is None else local, launcher)
     # srun: SLURM_PROCID/SLURM_STEP_NUM_TASKS exist in every step; only a PMI plugin lets MPI see the others

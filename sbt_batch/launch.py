@@ -202,7 +202,8 @@ def batch_plan(backend: str, nodes: int | None = None, ntasks_per_node: int | No
 
     Returns ``{"launcher": [...], "nodes": N, "ntasks": total, "gpus": G, "train_args": [...]}``:
     Slurm puts ``srun --mpi=pmix`` (or ``mpirun`` inside the allocation) before the task wrapper; HTCondor
-    runs one job on one machine that starts its ranks itself (``train --ranks T``).
+    runs one job on one machine that starts its ranks itself (``train --ranks T``), or with ``--nodes N``
+    a parallel-universe job whose node wrapper starts T ranks per node (:mod:`sbt_batch.batch.condor_parallel`).
     """
     for value, option in ((nodes, "--nodes"), (ntasks_per_node, "--ntasks-per-node"), (ntasks, "--ntasks"),
                           (gpus_per_node, "--gpus-per-node")):
@@ -224,9 +225,13 @@ def batch_plan(backend: str, nodes: int | None = None, ntasks_per_node: int | No
                             ["mpirun", "--bind-to", "none", "--map-by", "slot",
                              *(["--allow-run-as-root"] if os.geteuid() == 0 else [])])
     elif backend == "condor":
-        if n_nodes > 1:
-            raise UserError(f"--nodes {n_nodes}: several nodes on HTCondor need the parallel universe, which "
-                            "sbt-batch does not render yet; use --nodes 1 (one machine, --ntasks-per-node ranks)")
+        if n_nodes > 1:  # parallel universe: `sbt-batch task condor-node` starts each node's ranks (Gloo)
+            if total % n_nodes:
+                raise UserError(f"--ntasks {total}: HTCondor starts the same number of ranks on each of the "
+                                f"--nodes {n_nodes}; use a multiple of {n_nodes} or --ntasks-per-node")
+            plan["ntasks"] = total
+            plan["cpus_min"] = total // n_nodes
+            return plan
         plan["train_args"] = ["--ranks", str(total), "--launcher", "gloo"]
         plan["cpus_min"] = total
     elif backend == "local":
@@ -251,8 +256,13 @@ def train_submit_settings(opts: dict[str, Any], argv: list[str]) -> tuple[dict[s
     mpi = opts.pop("mpi_launcher", None) or "srun"
     if any(a == "--ranks" or a.startswith("--ranks=") for a in argv) and (nodes or ntasks or per_node):
         raise UserError("--ranks: give the rank count to submit (--ntasks or --nodes/--ntasks-per-node), not to train")
-    backend = opts.get("backend") or load_profile(opts.get("site")).get("backend") or "local"
+    profile = load_profile(opts.get("site"))
+    backend = opts.get("backend") or profile.get("backend") or "local"
     plan = batch_plan(backend, nodes, per_node, ntasks, gpus_per_node, mpi)
+    if backend == "condor":  # settings a parallel-universe job cannot run with: one line before the run exists
+        from sbt_batch.batch.condor import check_parallel
+
+        check_parallel(plan["nodes"] or 1, profile.get("condor") or {}, opts.get("image") or profile.get("image"))
     opts.update(launcher=plan["launcher"], nodes=plan["nodes"], ntasks=plan["ntasks"])
     if gpus_per_node is not None:
         opts["gpus"] = gpus_per_node

@@ -186,6 +186,17 @@ SHADOW_SIZE_ESTIMATE = 1
 NUM_CPUS = 2
 # Remove terminated jobs from the queue quickly; their state lives in the event log and history.
 SYSTEM_PERIODIC_REMOVE =
+# Parallel universe (submit train --nodes N): the schedd's dedicated scheduler may claim the slots.
+# It could not carve two dynamic slots out of one partitionable slot ("claim id not found for new
+# dynamic slot"), so the two cores are two static slots of one CPU (two nodes of a parallel job, or
+# any two 1-CPU jobs). It gives an idle claim back after a few seconds, so that the vanilla jobs of
+# other tests are not kept waiting for the default 10 minutes.
+NUM_SLOTS_TYPE_1 = 2
+SLOT_TYPE_1 = cpus=1
+SLOT_TYPE_1_PARTITIONABLE = FALSE
+DedicatedScheduler = "DedicatedScheduler@\$(FULL_HOSTNAME)"
+STARTD_ATTRS = \$(STARTD_ATTRS) DedicatedScheduler
+UNUSED_CLAIM_TIMEOUT = 5
 EOF
     mkdir -p "$ROOT/etc/condor/tokens.d" "$ROOT/etc/condor/passwords.d"
     chmod 700 "$ROOT/etc/condor/tokens.d" "$ROOT/etc/condor/passwords.d"
@@ -243,6 +254,24 @@ sys.exit(main())
 EOF
     chmod 755 "$ROOT$VENV/bin/sbt-batch"
     ln -sf "$VENV/bin/sbt-batch" "$ROOT/usr/local/bin/sbt-batch"
+    sync_horovod_runner "$site"
+}
+
+# The pool has no TensorFlow, hence no Horovod. Node 0 of a parallel-universe job still needs Horovod's
+# rendezvous server, which is pure Python (horovod.runner): copy that part from the checkout's Horovod
+# (scripts/build-horovod.sh), without the compiled framework extensions. Nothing to do without one.
+sync_horovod_runner() {
+    local site=$1 src
+    src=$("$REPO/.venv/bin/python" -c 'import horovod, os; print(os.path.dirname(horovod.__file__))' 2>/dev/null) || return 0
+    [ -f "$src/runner/http/http_server.py" ] || return 0
+    rm -rf "$site/horovod.new"
+    mkdir -p "$site/horovod.new"
+    cp "$src/__init__.py" "$site/horovod.new/"
+    cp -r "$src/common" "$src/runner" "$site/horovod.new/"
+    find "$site/horovod.new" \( -name __pycache__ -o -name '*.so' \) -prune -exec rm -rf {} +
+    rm -rf "$site/horovod"
+    mv "$site/horovod.new" "$site/horovod"
+    chmod -R a+rX "$site/horovod"
 }
 
 # --- daemons ------------------------------------------------------------------------------------

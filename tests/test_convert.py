@@ -55,12 +55,17 @@ def test_round_trip_all_real_files(sbt, real_ntuples, tmp_path: Path):
     assert read_entries(out) == 2000 and read_entries(real_ntuples[0][1]) == 250
 
 
-def test_two_workers_identical_to_one(real_ntuples, tmp_path: Path):
+@pytest.mark.parametrize("where", ["workers write", "client writes"])
+def test_two_workers_identical_to_one(real_ntuples, tmp_path: Path, monkeypatch, where: str):
+    from sbt_batch import convert_tasks
+
+    if where == "client writes":  # as when remote workers do not see the output's filesystem
+        monkeypatch.setattr(convert_tasks, "workers_see", lambda client, output: False)
     roots = [r for _, r in real_ntuples]
     one = convert(roots, tmp_path / "one.h5", eta_max=ETA_MAX_28, workers=1)
-    two = convert(roots, tmp_path / "two.h5", eta_max=ETA_MAX_28, workers=2, step_size="50")
+    two = convert(roots, tmp_path / "two.h5", eta_max=ETA_MAX_28, workers=2, step_size="100")
     assert one.workers == 1 and two.workers == 2 and two.events == 2000
-    assert two.raw_chunks > 0  # the merge copied compressed chunks without recompressing
+    assert two.raw_chunks > 0  # chunks encoded by the workers were written without recompressing
     a, b = load(tmp_path / "one.h5"), load(tmp_path / "two.h5")
     assert a.keys() == b.keys()
     for key in a:

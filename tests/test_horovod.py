@@ -184,7 +184,8 @@ def test_slurm_submit_train_two_ranks_via_srun(tmp_path: Path, gfex_dir: Path, h
 
 
 def test_submit_train_renders_launchers(tmp_path: Path, gfex_dir: Path) -> None:
-    """--dry-run: srun --mpi=pmix / mpirun for Slurm, `train --ranks` for one HTCondor machine, errors otherwise."""
+    """--dry-run: srun --mpi=pmix / mpirun for Slurm, `train --ranks` for one HTCondor machine, the parallel
+    universe for several, errors otherwise."""
     base = ["submit", "train", "--runs-dir", tmp_path, "--dry-run"]
     train = ["--", *_data(gfex_dir), "--out", tmp_path / "run"]
     r = run_sbt(*base, "--backend", "slurm", "--nodes", "2", "--ntasks-per-node", "4", "--gpus-per-node", "4", *train)
@@ -196,10 +197,48 @@ def test_submit_train_renders_launchers(tmp_path: Path, gfex_dir: Path) -> None:
     r = run_sbt(*base, "--backend", "condor", "--ntasks-per-node", "2", "--gpus-per-node", "2", *train)
     assert r.returncode == 0, r.stderr
     assert "request_gpus" in r.stdout and "--ranks 2 --launcher gloo" in " ".join(r.stdout.split())
-    r = run_sbt(*base, "--backend", "condor", "--nodes", "2", *train)
-    assert_one_line_error(r, "--nodes 2", "parallel universe")
+    r = run_sbt(*base, "--backend", "condor", "--nodes", "2", "--ntasks-per-node", "2", "--gpus-per-node", "1", *train)
+    assert r.returncode == 0, r.stderr
+    sub = " ".join(r.stdout.split())
+    assert "universe = parallel" in sub and "machine_count = 2" in sub and "+WantIOProxy = true" in sub
+    assert "request_cpus = 2" in sub and "request_gpus = 1" in sub and "task condor-node" in sub
+    assert "--ranks" not in sub  # the node wrapper starts the ranks, not train
+    r = run_sbt(*base, "--backend", "condor", "--nodes", "2", "--ntasks", "3", *train)
+    assert_one_line_error(r, "--ntasks 3", "same number of ranks", "--nodes 2")
+    r = run_sbt(*base, "--backend", "local", "--nodes", "2", *train)
+    assert_one_line_error(r, "--nodes 2", "local backend")
     r = run_sbt(*base, "--backend", "slurm", "--ntasks", "3", "--nodes", "2", "--ntasks-per-node", "2", *train)
     assert_one_line_error(r, "--ntasks 3", "--ntasks-per-node 2")
+
+
+def test_condor_node_wrappers_train_two_ranks_with_gloo(tmp_path: Path, gfex_dir: Path, horovod: None) -> None:
+    """Two `task condor-node` wrappers on this machine as nodes 0 and 1 of a parallel-universe job
+    (_CONDOR_PROCNO/_CONDOR_NPROCS, a machine ad with HTCondor's loopback address, the shared-filesystem
+    exchange): node 0 serves Horovod's rendezvous, both start a Gloo rank, and the training completes."""
+    from sbt_batch.batch.run import Run, Task
+
+    out = tmp_path / "model"
+    task = Task(index=0, argv=["train", *_data(gfex_dir), *FAST, "--epochs", "2", "--max-steps", "4", "--out", str(out)])
+    run = Run.create(tmp_path / "runs", "nodes", "train", "condor", [task], workdir=str(tmp_path),
+                     resources={"cpus": 1, "nodes": 2, "ntasks": 2})
+    ad = tmp_path / "machine.ad"
+    ad.write_text('Cpus = 1\nMyAddress = "<127.0.0.1:9618?addrs=127.0.0.1-9618&noUDP>"\n')
+    env = {**os.environ, "SBT_BATCH_LOG": "INFO", "_CONDOR_NPROCS": "2", "_CONDOR_MACHINE_AD": str(ad),
+           "SBT_BATCH_NODE_EXCHANGE": "file", "SBT_BATCH_JOB_ID": "7.0", "SBT_BATCH_NODE_TIMEOUT": "120"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "sbt_batch", "task", "condor-node", str(run.path), "0"],
+                              env={**env, "_CONDOR_PROCNO": str(k)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in (0, 1)]
+    logs = [p.communicate(timeout=400) for p in nodes]
+    rank0 = (run.task_dir(0) / "stderr").read_text()
+    text = rank0 + "".join(o + e for o, e in logs)
+    assert [p.returncode for p in nodes] == [0, 0], text[-4000:]
+    assert "2 ranks via condor parallel (gloo) (Gloo)" in rank0
+    assert "rendezvous 127.0.0.1:" in logs[1][1] and "via lo; exchange: files in" in logs[1][1]
+    assert 'node exit codes: {"node0": 0, "node1": 0}' in logs[0][1]
+    digests = _digests(text)
+    assert sorted(digests) == [0, 1] and digests[0] == digests[1], text[-4000:]
+    assert Run.open(run.path).read_state(0)["state"] == "completed"
+    assert (out / "model.keras").exists() and len(json.loads((out / "history.json").read_text())) == 2
 
 
 def test_rank_detection_from_launcher_environment() -> None:

@@ -13,6 +13,10 @@ Two modes (site profile ``condor: {spool: true|false}``):
 Job ids are ``<ClusterId>.<ProcId>``; the proc of each task index is kept in the submission record.
 ``--image`` becomes ``container_image`` (``universe = container``) or, with the profile's
 ``condor: {image_style: singularity}``, ``+SingularityImage``.
+
+A run with ``nodes > 1`` (``submit train --nodes N``) is one parallel-universe job (``machine_count = N``)
+whose nodes run ``sbt-batch task condor-node`` (:mod:`sbt_batch.batch.condor_parallel`); it needs the
+shared-filesystem mode, and with ``--image`` the ``singularity`` image style.
 """
 
 from __future__ import annotations
@@ -116,6 +120,19 @@ def condor_settings(run: Run) -> dict[str, Any]:
     return settings
 
 
+def check_parallel(nodes: int, settings: Mapping[str, Any], image: str | None) -> None:
+    """A one-line error when a ``nodes``-machine parallel-universe job cannot work with these settings."""
+    if nodes <= 1:
+        return
+    if settings.get("spool"):
+        raise UserError(f"--nodes {nodes}: the HTCondor parallel universe needs the shared-filesystem mode "
+                        "(every node would send back its own tasks/ and outputs/); set condor: {spool: false} "
+                        "in the site profile, or use --nodes 1")
+    if image and settings.get("image_style", "container_image") == "container_image":
+        raise UserError(f"--nodes {nodes}: a container_image job runs in the container universe, which has no "
+                        "parallel jobs; set condor: {image_style: singularity} in the site profile")
+
+
 def _error(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
@@ -172,10 +189,15 @@ class CondorBackend(Backend):
                     image_settings[key] = Raw(macro_escape(_check_line(value, "--image")))
                 else:
                     image_settings[key] = submit_path(value, "--image")
+        nodes = int(res.get("nodes") or 1)
+        check_parallel(nodes, settings, image)
         command = list(run.sbt_command)
         if not command:
             raise UserError("sbt_command: empty")
         argv = [*(run.manifest.get("launcher") or []), *command]
+        # Several machines: each node of the parallel job runs the node wrapper, which starts its ranks.
+        wrapper = ["task", "condor-node"] if nodes > 1 else ["task", "run"]
+        node = ".node$(Node)" if nodes > 1 else ""
         # An absolute program runs directly; a bare name is looked up on the job's PATH by env.
         if Path(argv[0]).is_absolute():
             executable, args = argv[0], argv[1:]
@@ -200,14 +222,16 @@ class CondorBackend(Backend):
             "ntasks": len(indices),
             "mode": Raw("spool" if spool else "shared-filesystem"),
             "spool": spool,
-            "universe": Raw("container" if image and "container_image" in image_settings else settings.get("universe", "vanilla")),
+            "universe": Raw("parallel" if nodes > 1 else "container" if image and "container_image" in image_settings
+                            else settings.get("universe", "vanilla")),
+            "machine_count": nodes if nodes > 1 else None,
             "executable": submit_path(executable, "sbt_command"),
-            "arguments": Raw(quote_arguments([*args, "task", "run", run_dir]).removesuffix('"') + ' $(task)"'),
+            "arguments": Raw(quote_arguments([*args, *wrapper, run_dir]).removesuffix('"') + ' $(task)"'),
             "initialdir": Raw(submit_path(spool_base, "run directory") + "/$(task)") if spool else submit_path(run.path, "run directory"),
             # relative to initialdir: HTCondor cannot write an event log whose path has a space
             "log": Raw("condor.log" if spool else f"logs/condor-{number}.log"),
-            "output": Raw("condor.out" if spool else f"logs/condor-{number}-$(task).out"),
-            "error": Raw("condor.err" if spool else f"logs/condor-{number}-$(task).err"),
+            "output": Raw("condor.out" if spool else f"logs/condor-{number}-$(task){node}.out"),
+            "error": Raw("condor.err" if spool else f"logs/condor-{number}-$(task){node}.err"),
             "environment": environment,
             "cpus": int(res.get("cpus") or 1),
             "mem_mb": res.get("mem_mb"),

@@ -250,3 +250,24 @@ def task_probe(
             raise typer.Exit(0)
         _time.sleep(min(0.5, max(0.0, deadline - _time.monotonic())))
     raise typer.Exit(exit_code)
+
+
+@task_app.command("condor-node")
+def task_condor_node(run_dir: Path = typer.Argument(...), index: int = typer.Argument(...)) -> None:
+    """One node of an HTCondor parallel-universe job: start this node's Horovod ranks of task INDEX."""
+    from sbt_batch.batch.condor_parallel import run_node
+
+    raise typer.Exit(run_node(run_dir, index))
+
+
+@task_app.command("rank-probe")
+def task_rank_probe(
+    out_dir: Path = typer.Argument(...),
+    fail_rank: Optional[int] = typer.Option(None, "--fail-rank", help="This rank exits with --exit."),
+    exit_code: int = typer.Option(0, "--exit", help="Exit code of --fail-rank."),
+    sleep: float = typer.Option(0.0, "--sleep", help="Seconds to sleep before exiting."),
+) -> None:
+    """Write this Horovod rank's environment after a rendezvous round trip (to test a multi-node launch)."""
+    from sbt_batch.batch.condor_parallel import rank_probe
+
+    raise typer.Exit(rank_probe(out_dir, fail_rank, exit_code, sleep))
