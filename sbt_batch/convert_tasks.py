@@ -124,6 +124,7 @@ def write_range(res: dict[str, Any], h5, pos: int, file_index: int, chunk: int, 
         at += chunk
     if len(tail):
         writer.write(at, tail)
+    writer.flush()
     n = res["entries"]
     h5[RHO_DATASET][pos : pos + n] = res["rho"]
     h5[INDEX_DATASET][pos : pos + n] = np.full(n, file_index, dtype=np.int32)

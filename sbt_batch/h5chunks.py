@@ -119,7 +119,12 @@ def decode_chunk(data: "np.ndarray | bytes", ds: "h5py.Dataset") -> "np.ndarray"
 
 
 class EventWriter:
-    """Write event blocks into a chunked dataset; whole chunks are encoded here and written raw."""
+    """Write event blocks into a chunked dataset; whole chunks are encoded here and written raw.
+
+    A chunk that a block leaves unfinished is kept here and completed by the next contiguous block,
+    so a stream of blocks (file after file) never hands HDF5 a partial chunk to compress and
+    recompress. Call :meth:`flush` when done (a partial chunk then goes through HDF5).
+    """
 
     def __init__(self, ds: "h5py.Dataset") -> None:
         self.ds = ds
@@ -131,6 +136,8 @@ class EventWriter:
         )  # fmt: skip
         self.encoder = chunk_encoder(int(ds.compression_opts or 1) if deflated else None)
         self.raw_chunks = 0
+        self.pending: "np.ndarray | None" = None  # the chunk being filled
+        self.chunk_at = self.fill_from = self.fill_to = 0  # its first event; the events [from, to) it holds
 
     def _write_raw(self, at: int, chunks: "np.ndarray") -> None:
         """Write whole chunks (k, c, ...) starting at event ``at`` (a chunk boundary)."""
@@ -143,25 +150,43 @@ class EventWriter:
         """Write ``block`` (n, ...) of 4-byte floats in either byte order at events [at, at+n)."""
         import numpy as np
 
-        n, c, ds = len(block), self.c, self.ds
+        n, c = len(block), self.c
         if not self.raw:
-            ds[at : at + n] = block
+            self.ds[at : at + n] = block
             return
         pos = 0
-        if at % c:  # partial head chunk: HDF5 merges it with what the chunk already holds
-            pos = min(n, c - at % c)
-            ds[at : at + pos] = block[:pos]
-        full = (n - pos) // c
-        if full:
-            self._write_raw(at + pos, np.ascontiguousarray(block[pos : pos + full * c]).reshape(full, c, *block.shape[1:]))
-            pos += full * c
-        if pos < n:
-            if at + n == ds.shape[0]:  # the dataset's edge chunk: stored full size, zero padded
-                pad = np.zeros((c, *block.shape[1:]), dtype=block.dtype)
-                pad[: n - pos] = block[pos:]
-                self._write_raw(at + pos, pad[None])
-            else:
-                ds[at + pos : at + n] = block[pos:]
+        while pos < n:
+            here = at + pos
+            if self.pending is not None and self.fill_to < c and here == self.chunk_at + self.fill_to:
+                k = min(n - pos, c - self.fill_to)
+                self.pending[self.fill_to : self.fill_to + k] = block[pos : pos + k]
+                self.fill_to += k
+                pos += k
+                if self.fill_to == c:
+                    self.flush()
+                continue
+            self.flush()  # a chunk left unfinished elsewhere
+            if here % c == 0 and n - pos >= c:
+                full = (n - pos) // c
+                self._write_raw(here, np.ascontiguousarray(block[pos : pos + full * c]).reshape(full, c, *block.shape[1:]))
+                pos += full * c
+                continue
+            if self.pending is None:
+                self.pending = np.zeros((c, *block.shape[1:]), dtype=self.ds.dtype)
+            self.chunk_at, self.fill_from = here - here % c, here % c
+            self.fill_to = self.fill_from
+
+    def flush(self) -> None:
+        """Write the chunk being filled: raw when it is whole or the dataset's zero-padded edge, else through HDF5."""
+        if self.pending is None or self.fill_to == self.fill_from:
+            return
+        whole = self.fill_from == 0 and (self.fill_to == self.c or self.chunk_at + self.fill_to == self.ds.shape[0])
+        if whole:
+            self.pending[self.fill_to :] = 0
+            self._write_raw(self.chunk_at, self.pending[None])
+        else:  # HDF5 merges it with what the chunk already holds
+            self.ds[self.chunk_at + self.fill_from : self.chunk_at + self.fill_to] = self.pending[self.fill_from : self.fill_to]
+        self.fill_from = self.fill_to = 0
 
 
 def same_layout(a: "h5py.Dataset", b: "h5py.Dataset") -> bool:
@@ -209,4 +234,6 @@ def copy_events(src: "h5py.Dataset", src_start: int, n: int, dst: "h5py.Dataset"
         else:
             dst[pos + shift : nxt + shift] = src[pos:nxt]
         pos = nxt
+    if writer is not None:
+        writer.flush()
     return raw

@@ -36,9 +36,14 @@ def test_any_hdf5_reader_sees_the_written_events(real_images, tmp_path: Path):
         ds = h5.create_dataset("x", shape=(180, *real_images.shape[1:]), dtype="<f4", chunks=(64, *real_images.shape[1:]),
                                compression="gzip", compression_opts=1, shuffle=True)  # fmt: skip
         writer = EventWriter(ds)
-        writer.write(0, big_endian[:10])  # partial head: through HDF5
-        writer.write(10, big_endian[10:180])  # whole chunks encoded here, then the padded edge chunk
+        writer.write(0, big_endian[:10])  # a chunk begun: kept until the next block completes it
+        writer.write(10, big_endian[10:180])  # two whole chunks, and the edge chunk begun
         assert writer.raw_chunks == 2
+        writer.flush()  # the dataset's edge chunk, zero padded
+        assert writer.raw_chunks == 3
+        writer.write(100, real_images[100:110])  # not contiguous: through HDF5, merged with the chunk's content
+        writer.flush()
+        assert writer.raw_chunks == 3
         mask, stored = ds.id.read_direct_chunk((64, 0, 0))
         np.testing.assert_array_equal(decode_chunk(stored, ds), real_images[64:128])
     with h5py.File(tmp_path / "x.h5", "r") as h5:
