@@ -193,21 +193,24 @@ def iter_steps(
     """Yield (towers in grid order (n, rows*cols), rho (n,)) steps of ``source``; read errors become InputFileError.
 
     The towers keep the file's byte order (big-endian from TTree baskets); each block may be a view
-    of a reused buffer, valid until the next step is asked for.
+    of a reused buffer, valid until the next step is asked for. The file is mapped again for every
+    step, so the pages one step touched leave the process's resident memory when it is done.
     """
-    import numpy as np
+    stop = source.entries if entry_stop is None else min(entry_stop, source.entries)
+    step = max(1, int(step_entries))
+    for lo in range(entry_start, stop, step):
+        yield from _read_step(source, tree, step, lo, min(lo + step, stop))
 
-    if source.entries == 0:
-        return
+
+def _read_step(source: Source, tree: str, step: int, start: int, stop: int) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
     path = source.path
-    index = source.grid.index
     rfile = open_root(path)
     try:
         events = get_tree(rfile, path, tree)
         if not source.rntuple and basket_dtype(events[ET_BRANCH], source.grid.n_towers) is not None:
-            steps = _basket_steps(events, index, int(step_entries), entry_start, entry_stop)
+            steps = _basket_steps(events, source.grid.index, step, start, stop)
         else:
-            steps = _uproot_steps(events, path, tree, source.grid.n_towers, index, int(step_entries), entry_start, entry_stop)
+            steps = _uproot_steps(events, path, tree, source.grid.n_towers, source.grid.index, step, start, stop)
         while True:
             try:
                 et, rho = next(steps)
