@@ -175,31 +175,37 @@ def _worker_cpu(client) -> float:
 
 
 def scaling(files: list[Path], outdir: Path, repeats: int) -> dict:
-    """1 worker (in-process) against 2 dask workers: cold (cluster start-up included) and warm (--scheduler).
+    """1 worker against 2 dask workers: on running clusters (--scheduler), and with the cluster started by convert.
 
-    Besides wall time, the CPU seconds of the client and of the workers are recorded: on a shared machine
-    the wall ratio says more about the other jobs than about convert (see the notes).
+    The same dask code path with 1 and with 2 workers is the scaling figure; the in-process
+    conversion (what ``--workers 1`` runs, no dask) is measured too. Besides wall time, the CPU
+    seconds of the client and of the workers are recorded: on a shared machine the wall ratio says
+    more about the other jobs than about convert (see the notes).
     """
     import dask
     from distributed import Client, LocalCluster
 
-    one, warm, cold = [], [], []
+    one, one_dask, warm, cold = [], [], [], []
     with dask.config.set(WORKER_CONFIG):  # the same settings as convert's own local cluster
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0", memory_limit=0)  # fmt: skip
+        clusters = [LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address="127.0.0.1:0", memory_limit=0) for n in (1, 2)]  # fmt: skip
     try:
-        client = Client(cluster)
-        convert(files[:2], outdir / "warmup.h5", scheduler=cluster.scheduler_address)  # imports on the workers
+        clients = [Client(c) for c in clusters]
+        for c in clusters:
+            convert(files[:2], outdir / "warmup.h5", scheduler=c.scheduler_address)  # imports on the workers
         for _ in range(repeats):
             one.append(timed_convert(files, outdir / "one.h5", workers=1))
-            w0 = _worker_cpu(client)
-            wall, client_cpu = timed_convert(files, outdir / "two.h5", scheduler=cluster.scheduler_address)
-            warm.append((wall, client_cpu, _worker_cpu(client) - w0))
+            for client, cluster, runs in zip(clients, clusters, (one_dask, warm)):
+                w0 = _worker_cpu(client)
+                wall, client_cpu = timed_convert(files, outdir / "dask.h5", scheduler=cluster.scheduler_address)
+                runs.append((wall, client_cpu, _worker_cpu(client) - w0))
             cold.append(timed_convert(files, outdir / "two-cold.h5", workers=2))
-        client.close()
+        for client in clients:
+            client.close()
     finally:
-        cluster.close()
-    return {"one": one, "warm": warm, "cold": cold}
+        for c in clusters:
+            c.close()
+    return {"one": one, "one_dask": one_dask, "warm": warm, "cold": cold}
 
 
 BIG_SNIPPET = r"""
@@ -327,20 +333,27 @@ def report(args, load_before, thr, scal, mem, start, seconds) -> str:
             f"| {rate('original'):,.0f} ev/s | **{b['original'] / b['convert']:.2f}** | {c['original'] / c['convert']:.2f} |"
         )
     one = min(scal["one"])  # (wall, cpu) of the best run
-    warm = min(scal["warm"])  # (wall, client cpu, workers cpu)
+    one_dask = min(scal["one_dask"])  # (wall, client cpu, worker cpu)
+    warm = min(scal["warm"])
     cold = min(w for w, _ in scal["cold"])
-    two_cpu = (warm[1] + warm[2]) / 2  # both cores busy: the wall time an idle 2-core machine would need
+    rate = lambda s: f"{ev / s:,.0f} ev/s ({s:.2f} s)"  # noqa: E731
     lines += [
         "",
         "## Scaling (zlib inputs)",
         "",
-        "| 1 worker | 2 workers, running cluster (`--scheduler`) | 2 workers, cluster started by convert | 2 / 1 wall (running) | 2 / 1 wall (with start-up) |",
-        "|---|---|---|---|---|",
-        f"| {ev / one[0]:,.0f} ev/s ({one[0]:.2f} s) | {ev / warm[0]:,.0f} ev/s ({warm[0]:.2f} s) | {ev / cold:,.0f} ev/s ({cold:.2f} s) | {one[0] / warm[0]:.2f} | {one[0] / cold:.2f} |",
+        "| 1 dask worker | 2 dask workers | **2 / 1 workers** (running clusters, `--scheduler`) | 1 worker in-process (`--workers 1`, no dask) | 2 workers / in-process | 2 workers, cluster started by convert | that / in-process |",
+        "|---|---|---|---|---|---|---|",
+        f"| {rate(one_dask[0])} | {rate(warm[0])} | **{one_dask[0] / warm[0]:.2f}** | {rate(one[0])} | {one[0] / warm[0]:.2f} | {rate(cold)} | {one[0] / cold:.2f} |",
         "",
-        "| CPU seconds | 1 worker (in-process) | 2 workers: client | 2 workers: both workers | **2 / 1 on an idle 2-core machine** = cpu(1) / ((client + workers) / 2) |",
-        "|---|---|---|---|---|",
-        f"| | {one[1]:.2f} | {warm[1]:.2f} | {warm[2]:.2f} | **{one[1] / two_cpu:.2f}** |",
+        "| CPU seconds | client | workers | (client + workers) |",
+        "|---|---|---|---|",
+        f"| 1 dask worker | {one_dask[1]:.2f} | {one_dask[2]:.2f} | {one_dask[1] + one_dask[2]:.2f} |",
+        f"| 2 dask workers | {warm[1]:.2f} | {warm[2]:.2f} | {warm[1] + warm[2]:.2f} |",
+        f"| in-process | {one[1]:.2f} | - | {one[1]:.2f} |",
+        "",
+        f"On an idle 2-core machine (both cores busy, no waiting), 2 workers would take (client + workers) / 2: "
+        f"2 / 1 dask workers = **{(one_dask[1] + one_dask[2]) / ((warm[1] + warm[2]) / 2):.2f}**, "
+        f"2 workers / in-process = {one[1] / ((warm[1] + warm[2]) / 2):.2f}.",
     ]
     if mem:
         lines += ["", f"## Peak memory converting one {mem['file_gb']:.2f} GB file ({mem['events']:,} events, lz4, default --step-size 100MB)", "",
@@ -373,8 +386,10 @@ def report(args, load_before, thr, scal, mem, start, seconds) -> str:
         "  CPU-time columns do not depend on where the output goes.",
         "- Workers are single-threaded processes (`decompression_executor`/`interpretation_executor` left serial),",
         "  so N workers use N cores; a threaded executor inside one worker would only steal the second worker's core.",
-        "- With 2 workers, the workers read, encode and write (each range right after the previous one, by the",
-        "  worker that encoded it); the client only scans the inputs and runs the dask scheduler (in-process).",
+        "- With dask, the workers read, encode and write (each range right after the previous one, by the worker",
+        "  that encoded it); the client scans the inputs and runs the dask scheduler (in-process). The scaling",
+        "  figure compares that same code path on 1 and on 2 workers; `--workers 1` itself converts in-process",
+        "  without dask (about as fast as 1 dask worker), and the table shows 2 workers against it as well.",
         "- This machine runs with `kernel.sched_autogroup_enabled=1` and was shared with other jobs: all processes",
         "  of one session (this benchmark, its dask workers) share one CPU slice, so while other sessions keep",
         "  the cores busy a second worker cannot get more CPU and the *wall* 2/1 ratio stays near 1. The CPU",
