@@ -11,18 +11,19 @@ chunks which this process writes in input order.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbt_batch import __version__
 from sbt_batch.console import log
-from sbt_batch.errors import InputFileError, UserError
+from sbt_batch.errors import InputFileError, UserError, one_line
 from sbt_batch.fileio import atomic_path, check_writable_dir
 from sbt_batch.baskets import basket_dtype, iter_gathered
 from sbt_batch.geometry import DEFAULT_ETA_MAX, Grid, GridError, build_grid
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import h5py
     import numpy as np
 
+TREE = "mytree"  # the event tree of the gFEX ntuples
+MAPS_TREE = "maps"  # the tree with one entry of tower coordinates
 ET_BRANCH = "gTowerEt"
 RHO_BRANCH = "Kt4EMTopoEventShape_Density"
 ETA_BRANCH = "gTowerEta"
@@ -54,13 +57,9 @@ LOCAL_CLUSTER_MIN_BYTES = 200_000_000
 # ---------------------------------------------------------------------------------------------
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
+@functools.cache
 def use_fast_inflate() -> bool:
-    """Let uproot inflate zlib baskets with ISA-L when installed (uproot's own ``library="isal"`` option)."""
+    """Let uproot inflate zlib baskets with ISA-L when installed (uproot's own ``library="isal"`` option); once per process."""
     try:
         import isal  # noqa: F401
         import uproot.compression as uc
@@ -72,7 +71,7 @@ def use_fast_inflate() -> bool:
     return False
 
 
-def open_root(path: str | Path):
+def open_root(path: str | Path) -> Any:
     """Open ``path`` with uproot, raising InputFileError for missing, non-ROOT, truncated or corrupt files."""
     import uproot
 
@@ -94,7 +93,7 @@ def open_root(path: str | Path):
         # page cache, with no read() copy and no reopening per basket as the default fsspec source does
         rfile = uproot.open(path, array_cache=None, object_cache=None, handler=uproot.source.file.MemmapSource)
     except Exception as exc:  # uproot raises many types for damaged headers
-        raise InputFileError(path, f"truncated or corrupt ROOT file ({_short(exc)})") from None
+        raise InputFileError(path, f"truncated or corrupt ROOT file ({one_line(exc)})") from None
     size = path.stat().st_size
     end = getattr(rfile.file, "fEND", size)
     if size < end:
@@ -103,12 +102,12 @@ def open_root(path: str | Path):
     return rfile
 
 
-def get_tree(rfile, path: Path, name: str):
+def get_tree(rfile: Any, path: Path, name: str) -> Any:
     """The TTree or RNTuple ``name`` in ``rfile``, or InputFileError naming file and tree."""
     try:
         classes = rfile.classnames()
     except Exception as exc:
-        raise InputFileError(path, f"truncated or corrupt ROOT file ({_short(exc)})") from None
+        raise InputFileError(path, f"truncated or corrupt ROOT file ({one_line(exc)})") from None
     keys = {k.split(";")[0]: v for k, v in classes.items()}
     if name not in keys:
         found = ", ".join(sorted(keys)) or "nothing"
@@ -118,7 +117,7 @@ def get_tree(rfile, path: Path, name: str):
     try:
         return rfile[name]
     except Exception as exc:
-        raise InputFileError(path, f"tree '{name}': truncated or corrupt ({_short(exc)})") from None
+        raise InputFileError(path, f"tree '{name}': truncated or corrupt ({one_line(exc)})") from None
 
 
 def _check_branches(tree, path: Path, tree_name: str, names: Sequence[str]) -> None:
@@ -153,7 +152,7 @@ class Source:
     rntuple: bool = False
 
 
-def scan_input(path: str | Path, tree: str = "mytree", maps_tree: str = "maps", eta_max: float = DEFAULT_ETA_MAX) -> Source:
+def scan_input(path: str | Path, tree: str = TREE, maps_tree: str = MAPS_TREE, eta_max: float = DEFAULT_ETA_MAX) -> Source:
     """Open one input, check its trees and branches, and build its grid; InputFileError on any problem."""
     import numpy as np
 
@@ -170,7 +169,7 @@ def scan_input(path: str | Path, tree: str = "mytree", maps_tree: str = "maps", 
         except InputFileError:
             raise
         except Exception as exc:
-            raise InputFileError(path, f"tree '{maps_tree}': cannot read ({_short(exc)})") from None
+            raise InputFileError(path, f"tree '{maps_tree}': cannot read ({one_line(exc)})") from None
         try:
             grid = build_grid(eta, phi, eta_max)
         except GridError as exc:
@@ -188,7 +187,7 @@ def scan_input(path: str | Path, tree: str = "mytree", maps_tree: str = "maps", 
 
 
 def iter_steps(
-    source: Source, tree: str, step_entries: int, entry_start: int = 0, entry_stop: int | None = None
+    source: Source, tree: str, step: int, entry_start: int = 0, entry_stop: int | None = None
 ) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
     """Yield (towers in grid order (n, rows*cols), rho (n,)) steps of ``source``; read errors become InputFileError.
 
@@ -197,7 +196,7 @@ def iter_steps(
     step, so the pages one step touched leave the process's resident memory when it is done.
     """
     stop = source.entries if entry_stop is None else min(entry_stop, source.entries)
-    step = max(1, int(step_entries))
+    step = max(1, int(step))
     for lo in range(entry_start, stop, step):
         yield from _read_step(source, tree, step, lo, min(lo + step, stop))
 
@@ -219,7 +218,7 @@ def _read_step(source: Source, tree: str, step: int, start: int, stop: int) -> I
             except InputFileError:
                 raise
             except Exception as exc:  # decompression, deserialization, short reads
-                raise InputFileError(path, f"tree '{tree}': truncated or corrupt data ({_short(exc)})") from None
+                raise InputFileError(path, f"tree '{tree}': truncated or corrupt data ({one_line(exc)})") from None
             yield et, rho
     finally:
         rfile.close()
@@ -248,7 +247,7 @@ def _uproot_steps(events, path: Path, tree: str, n_towers: int, index: "np.ndarr
         yield np.take(et, index, axis=1), arrays[RHO_BRANCH]  # 3x faster than et[:, index]
 
 
-def read_entries(path: str | Path, tree: str = "mytree") -> int:
+def read_entries(path: str | Path, tree: str = TREE) -> int:
     """Events in a converted HDF5 file (its gTowerEt length) or entries of ``tree`` in a ROOT file."""
     path = Path(path)
     if _is_hdf5(path):
@@ -258,7 +257,7 @@ def read_entries(path: str | Path, tree: str = "mytree") -> int:
             with h5py.File(path, "r") as h5:
                 return int(h5[ET_DATASET].shape[0])
         except (OSError, KeyError) as exc:
-            raise InputFileError(path, f"not a converted HDF5 file ({_short(exc)})") from None
+            raise InputFileError(path, f"not a converted HDF5 file ({one_line(exc)})") from None
     rfile = open_root(path)
     try:
         return int(get_tree(rfile, path, tree).num_entries)
@@ -300,11 +299,16 @@ def parse_step_size(text: str | int) -> tuple[int, bool]:
     return value, True
 
 
-def step_entries(step_size: str | int, n_towers: int, chunk: int = CHUNK_EVENTS) -> int:
+def _entry_bytes(n_towers: int) -> int:
+    """Bytes read per entry: its float32 towers and rho."""
+    return 4 * n_towers + 4
+
+
+def step_entries(step_size: str | int, n_towers: int) -> int:
     """Entries per read step for ``step_size``, a multiple of the output chunk (at least one chunk)."""
     value, is_bytes = parse_step_size(step_size)
-    entries = value // (4 * n_towers + 4) if is_bytes else value
-    return max(chunk, entries // chunk * chunk)
+    entries = value // _entry_bytes(n_towers) if is_bytes else value
+    return max(CHUNK_EVENTS, entries // CHUNK_EVENTS * CHUNK_EVENTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,19 +316,19 @@ def step_entries(step_size: str | int, n_towers: int, chunk: int = CHUNK_EVENTS)
 # ---------------------------------------------------------------------------------------------
 
 
-def create_datasets(h5: "h5py.File", n_et: int, n_flat: int, shape: tuple[int, int], level: int | None = 1) -> None:
-    """Create gTowerEt (n_et, rows, cols), offlineRho and fileIndex (n_flat,), chunked and deflated at ``level``."""
+def create_datasets(h5: "h5py.File", n: int, shape: tuple[int, int], level: int | None = 1) -> None:
+    """Create gTowerEt (n, rows, cols), offlineRho and fileIndex (n,), chunked and deflated at ``level``."""
     import numpy as np
 
     rows, cols = shape
     filters = dict(COMPRESSION, compression_opts=level) if level else {}
     h5.create_dataset(
-        ET_DATASET, shape=(n_et, rows, cols), maxshape=(None, rows, cols), dtype=np.float32,
+        ET_DATASET, shape=(n, rows, cols), maxshape=(None, rows, cols), dtype=np.float32,
         chunks=(CHUNK_EVENTS, rows, cols), **filters,
     )  # fmt: skip
     flat = dict(maxshape=(None,), chunks=(FLAT_CHUNK,), **filters)
-    h5.create_dataset(RHO_DATASET, shape=(n_flat,), dtype=np.float32, **flat)
-    h5.create_dataset(INDEX_DATASET, shape=(n_flat,), dtype=np.int32, **flat)
+    h5.create_dataset(RHO_DATASET, shape=(n,), dtype=np.float32, **flat)
+    h5.create_dataset(INDEX_DATASET, shape=(n,), dtype=np.int32, **flat)
     h5[ET_DATASET].attrs["units"] = "MeV"
     h5[ET_DATASET].attrs["dims"] = "event, eta row (ascending), phi column (ascending)"
     h5[RHO_DATASET].attrs["source"] = RHO_BRANCH
@@ -352,21 +356,21 @@ def _utc_now() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Converting one file (into the final file, or into an aligned part file on a dask worker)
+# Converting one file in-process (dask workers: sbt_batch.convert_tasks)
 # ---------------------------------------------------------------------------------------------
 
 
-def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds, idx_ds, et_at: int, flat_at: int, file_index: int, step: int, on_step: Callable[[int], None] | None = None) -> int:
-    """Convert ``source`` into the datasets at the given offsets, in steps; return its event count."""
+def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds: "h5py.Dataset", idx_ds: "h5py.Dataset", at: int, file_index: int, step: int, on_step: Callable[[int], None] | None = None) -> int:
+    """Convert ``source`` into the datasets from event ``at``, in steps; return its event count."""
     import numpy as np
 
     rows, cols = source.grid.shape
     done = 0
     for et, rho in iter_steps(source, tree, step):
         n = len(rho)
-        et_out.write(et_at + done, et.reshape(n, rows, cols))
-        rho_ds[flat_at + done : flat_at + done + n] = rho
-        idx_ds[flat_at + done : flat_at + done + n] = np.full(n, file_index, dtype=np.int32)
+        et_out.write(at + done, et.reshape(n, rows, cols))
+        rho_ds[at + done : at + done + n] = rho
+        idx_ds[at + done : at + done + n] = np.full(n, file_index, dtype=np.int32)
         done += n
         if on_step:
             on_step(n)
@@ -393,7 +397,6 @@ class ConvertResult:
     seconds: float
     workers: int
     raw_chunks: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -429,7 +432,7 @@ def check_output(output: Path) -> None:
     """Raise a UserError unless ``output`` can be written (its directory exists and is writable)."""
     if output.is_dir():
         raise UserError(f"{output}: output is a directory")
-    check_writable_dir(output.parent if str(output.parent) else Path("."), "output")
+    check_writable_dir(output.parent, "output")
     if output.exists() and not os.access(output, os.W_OK):
         raise UserError(f"{output}: output exists and is not writable")
 
@@ -438,8 +441,8 @@ def convert(
     inputs: Sequence[str | Path],
     output: str | Path,
     *,
-    tree: str = "mytree",
-    maps_tree: str = "maps",
+    tree: str = TREE,
+    maps_tree: str = MAPS_TREE,
     eta_max: float = DEFAULT_ETA_MAX,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -468,14 +471,9 @@ def convert(
     if workers is not None and workers < 1:
         raise UserError(f"--workers: must be at least 1, got {workers}")
     parse_step_size(step_size)
-    from sbt_batch.parallel import CLUSTERS, default_workers
+    from sbt_batch.parallel import check_cluster_options, default_workers
 
-    if cluster is not None and cluster not in CLUSTERS:
-        raise UserError(f"--cluster: expected one of {', '.join(CLUSTERS)}, got {cluster!r}")
-    if jobs is not None and cluster is None:
-        raise UserError("--jobs needs --cluster slurm|condor")
-    if scheduler and cluster:
-        raise UserError("--scheduler and --cluster cannot be combined")
+    check_cluster_options(scheduler, cluster, jobs)
     check_output(output)
     paths = expand_inputs(inputs)
     skipped: list[tuple[str, str]] = []
@@ -486,14 +484,14 @@ def convert(
     step = step_entries(step_size, grid.n_towers)
     total = sum(s.entries for s in sources)
     if workers is None:  # default: one process per core, but never more than the files, and none for small inputs
-        small = total * (4 * grid.n_towers + 4) < LOCAL_CLUSTER_MIN_BYTES
+        small = total * _entry_bytes(grid.n_towers) < LOCAL_CLUSTER_MIN_BYTES
         workers = 1 if small else min(default_workers(), len(sources))
     distributed = scheduler is not None or cluster is not None or workers > 1
     with atomic_path(output, suffix=".h5") as tmp:
         import h5py
 
         with h5py.File(tmp, "w", rdcc_nbytes=8 * 1024**2) as h5:
-            create_datasets(h5, total, total, grid.shape, level)
+            create_datasets(h5, total, grid.shape, level)
             if not distributed:
                 files, n_workers, raw = _convert_serial(sources, h5, tree, step, skip_bad, skipped, show_progress), 1, 0
         if distributed:  # the output is closed here: dask workers may write it
@@ -551,7 +549,7 @@ def _convert_serial(sources: list[Source], h5, tree: str, step: int, skip_bad: b
     with bar:
         for source in sources:
             try:
-                n = convert_into(source, tree, writer, h5[RHO_DATASET], h5[INDEX_DATASET], at, at, len(files), step, on_step)
+                n = convert_into(source, tree, writer, h5[RHO_DATASET], h5[INDEX_DATASET], at, len(files), step, on_step)
             except InputFileError as exc:
                 _fail_or_skip(exc, skip_bad, skipped)  # the slots it wrote are overwritten or trimmed
                 bar.advance(task)
@@ -569,7 +567,7 @@ def _convert_dask(sources, output, tree, step, skip_bad, skipped, workers, sched
 
     with dask_client(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, profile=profile) as client:
         n_workers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
-        state = convert_distributed(client, sources, output, tree, step, skip_bad, level, show)
+        state = convert_distributed(client, sources, output, tree, step, skip_bad, level, show, n_workers)
     for path, reason in state.skipped:
         _fail_or_skip(InputFileError(Path(path), reason), True, skipped)
     if state.error:
@@ -635,7 +633,7 @@ def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events:
                     "eta_max": h5.attrs.get("eta_max"), "has_index": INDEX_DATASET in h5,
                 })  # fmt: skip
         except OSError as exc:
-            raise InputFileError(part, f"cannot read HDF5 ({_short(exc)})") from None
+            raise InputFileError(part, f"cannot read HDF5 ({one_line(exc)})") from None
     first = infos[0]
     for part, info in zip(parts, infos):
         if info["shape"] != first["shape"] or not (np.array_equal(info["eta"], first["eta"]) and np.array_equal(info["phi"], first["phi"])):
@@ -649,7 +647,7 @@ def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events:
     skipped: list = []
     with atomic_path(out, suffix=".h5") as tmp:
         with h5py.File(tmp, "w", rdcc_nbytes=8 * 1024**2) as h5:
-            create_datasets(h5, total, total, tuple(first["shape"]))
+            create_datasets(h5, total, tuple(first["shape"]))
             at = 0
             for part, info in zip(parts, infos):
                 n = info["n"]

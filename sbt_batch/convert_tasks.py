@@ -11,7 +11,9 @@ ranges is in flight, so memory stays bounded whatever the input size.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +21,11 @@ from sbt_batch.console import log
 from sbt_batch.errors import InputFileError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import h5py
     import numpy as np
 
     from sbt_batch.convert import Source
+    from sbt_batch.h5chunks import EventWriter
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,14 @@ def plan_ranges(entries: list[int], step: int, chunk: int) -> list[Range]:
     return ranges
 
 
-def encode_range(source: "Source", tree: str, start: int, stop: int, at: int, step: int, chunk: int, level: int | None) -> dict[str, Any]:
+def encode_range(source: "Source", tree: str, start: int, stop: int, at: int, step: int, level: int | None) -> dict[str, Any]:
     """Dask task: entries [start, stop) as whole encoded chunks (from output event ``at``) plus the partial-chunk events."""
     import numpy as np
 
-    from sbt_batch.convert import iter_steps
+    from sbt_batch.convert import CHUNK_EVENTS, iter_steps
     from sbt_batch.h5chunks import chunk_encoder
 
+    chunk = CHUNK_EVENTS  # the output's chunk grid, on which plan_ranges put the inner range ends
     rows, cols = source.grid.shape
     total = stop - start
     head = np.empty((min(total, -at % chunk), rows, cols), dtype="<f4")
@@ -102,14 +107,14 @@ def encode_range(source: "Source", tree: str, start: int, stop: int, at: int, st
     return {"entries": done, "error": None, "head": head, "tail": tail, "rho": rho, "chunks": chunks}
 
 
-def write_range(res: dict[str, Any], h5, pos: int, file_index: int, chunk: int, writer) -> int:
-    """Write one range's result at output event ``pos``; return the chunks written as they came."""
+def write_range(res: dict[str, Any], h5: "h5py.File", pos: int, file_index: int, writer: "EventWriter") -> int:
+    """Write one range's result at output event ``pos`` (towers through ``writer``); return the chunks written as they came."""
     import numpy as np
 
-    from sbt_batch.convert import ET_DATASET, INDEX_DATASET, RHO_DATASET
+    from sbt_batch.convert import INDEX_DATASET, RHO_DATASET
     from sbt_batch.h5chunks import decode_chunk
 
-    ds = h5[ET_DATASET]
+    ds, chunk = writer.ds, writer.c
     head, tail, chunks = res["head"], res["tail"], res["chunks"]
     if len(head):
         writer.write(pos, head)
@@ -144,9 +149,9 @@ class Progress:
     error: tuple[str, str] | None = None  # (input, problem): a fatal error without --skip-bad; nothing more is written
 
 
-def advance(state: Progress, res: dict[str, Any], h5, path: str, first: bool, last: bool, skip_bad: bool) -> Progress:
-    """Write one range's result (in input order) and return the new state; ``h5`` is opened lazily if a callable."""
-    from sbt_batch.convert import CHUNK_EVENTS, ET_DATASET
+def advance(state: Progress, res: dict[str, Any], output: "Callable[[], h5py.File]", path: str, first: bool, last: bool, skip_bad: bool) -> Progress:
+    """Write one range's result (in input order) and return the new state; ``output()`` opens the file when it is needed."""
+    from sbt_batch.convert import ET_DATASET
     from sbt_batch.h5chunks import EventWriter
 
     state = replace(state, files=list(state.files), skipped=list(state.skipped))
@@ -160,8 +165,8 @@ def advance(state: Progress, res: dict[str, Any], h5, path: str, first: bool, la
             return state
         state.failed = res["problem"]
     elif state.failed is None and res["entries"]:
-        handle = h5() if callable(h5) else h5
-        state.raw += write_range(res, handle, state.pos, len(state.files), CHUNK_EVENTS, EventWriter(handle[ET_DATASET]))
+        handle = output()
+        state.raw += write_range(res, handle, state.pos, len(state.files), EventWriter(handle[ET_DATASET]))
         state.pos += res["entries"]
     if last:
         if state.failed is not None:
@@ -178,7 +183,7 @@ def write_on_worker(state: Progress, res: dict[str, Any], output: str, path: str
 
     files: list = []
 
-    def opened():
+    def opened() -> "h5py.File":
         files.append(h5py.File(output, "r+"))
         return files[0]
 
@@ -189,7 +194,7 @@ def write_on_worker(state: Progress, res: dict[str, Any], output: str, path: str
             f.close()
 
 
-def workers_see(client, output: str) -> bool:
+def workers_see(client: Any, output: str) -> bool:
     """True when every worker sees ``output`` at the same path (a shared or local filesystem)."""
     import os
 
@@ -197,8 +202,10 @@ def workers_see(client, output: str) -> bool:
     return bool(seen) and all(seen.values())
 
 
-def convert_distributed(client, sources: list["Source"], output: str, tree: str, step: int, skip_bad: bool, level: int | None, show: bool) -> Progress:
-    """Run the ranges of ``sources`` on ``client``'s workers and write them to ``output`` in input order.
+def convert_distributed(
+    client: Any, sources: list["Source"], output: str, tree: str, step: int, skip_bad: bool, level: int | None, show: bool, n_workers: int
+) -> Progress:
+    """Run the ranges of ``sources`` on ``client``'s ``n_workers`` workers and write them to ``output`` in input order.
 
     Where the workers see the output file, each range is written by the worker that encoded it, one
     after the other (a chain of small write tasks: no data crosses the network); otherwise the
@@ -212,10 +219,9 @@ def convert_distributed(client, sources: list["Source"], output: str, tree: str,
     ranges = plan_ranges([s.entries for s in sources], step, CHUNK_EVENTS)
     firsts = {k for k, r in enumerate(ranges) if r.start == 0}
     lasts = {k for k, r in enumerate(ranges) if r.stop == sources[r.source].entries}
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    window = 2 * n_workers + 1
+    window = 2 * max(1, n_workers) + 1
     on_workers = workers_see(client, output)
-    tag = f"{id(ranges):x}"
+    tag = uuid.uuid4().hex  # keys unique per run: other clients of a shared scheduler may run the same ranges
     state = Progress()
     h5 = None if on_workers else h5py.File(output, "r+")
     encoded: deque = deque()  # encode futures not yet handed to a write
@@ -226,8 +232,8 @@ def convert_distributed(client, sources: list["Source"], output: str, tree: str,
         nonlocal submitted
         while submitted < len(ranges) and len(encoded) < window:
             k, r = submitted, ranges[submitted]
-            encoded.append(client.submit(encode_range, sources[r.source], tree, r.start, r.stop, r.at, step, CHUNK_EVENTS,
-                                         level, key=f"sbt-convert-encode-{k}-{tag}", pure=False))  # fmt: skip
+            encoded.append(client.submit(encode_range, sources[r.source], tree, r.start, r.stop, r.at, step, level,
+                                         key=f"sbt-convert-encode-{k}-{tag}", pure=False))  # fmt: skip
             submitted += 1
 
     def drain(keep: int) -> Progress:
@@ -255,7 +261,7 @@ def convert_distributed(client, sources: list["Source"], output: str, tree: str,
                     written.append(previous)
                     drain(window)
                 else:
-                    state = advance(state, enc.result(), h5, path, k in firsts, k in lasts, skip_bad)
+                    state = advance(state, enc.result(), lambda: h5, path, k in firsts, k in lasts, skip_bad)
                 if state.error:
                     break
                 refill()

@@ -21,6 +21,7 @@ symmetric ``sign(x) * log1p(|x| / scale)``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -251,10 +252,13 @@ def load_split(path: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]
 # --------------------------------------------------------------------------- preprocessing
 
 
+@functools.lru_cache(maxsize=1)
 def _viridis_lut() -> np.ndarray:
     from matplotlib import colormaps
 
-    return colormaps["viridis"](np.arange(256), bytes=True)[:, :3]
+    lut = np.ascontiguousarray(colormaps["viridis"](np.arange(256), bytes=True)[:, :3])
+    lut.setflags(write=False)  # cached: shared by every call
+    return lut
 
 
 def to_rgb_uint8(x: np.ndarray) -> np.ndarray:
@@ -410,10 +414,6 @@ class EventStream:
                 bar.advance(task, min(chunk, len(ids) - lo))
         self._cache_ids, self._cache = ids, cache
 
-    def drop_cache(self) -> None:
-        """Forget the in-memory cache."""
-        self._cache_ids = self._cache = None
-
     def close(self) -> None:
         """Close the HDF5 files."""
         for f in self._files.values():
@@ -525,7 +525,6 @@ def make_tf_dataset(
 
     order = np.asarray(order, dtype=np.int64)
     labels = stream.index.labels
-    w_all = weights if weights is not None else np.ones(stream.index.n, dtype=np.float32)
     window = window_events(stream, batch_size, window_batches)
     n_full = len(order) // batch_size * batch_size
     shape = stream.prep.input_shape
@@ -534,8 +533,8 @@ def make_tf_dataset(
         ids = order[int(lo) : int(hi)]
         k = max(1, len(ids) // batch_size)
         x = stream.read(ids)
-        return (x.reshape(k, -1, *shape), labels[ids].astype(np.int32).reshape(k, -1),
-                w_all[ids].astype(np.float32).reshape(k, -1))
+        w = weights[ids].astype(np.float32, copy=False) if weights is not None else np.ones(len(ids), np.float32)
+        return x.reshape(k, -1, *shape), labels[ids].astype(np.int32, copy=False).reshape(k, -1), w.reshape(k, -1)
 
     def tf_load(lo: Any, hi: Any) -> tuple[Any, Any, Any]:
         x, y, w = tf.numpy_function(load, [lo, hi], [tf.float32, tf.int32, tf.float32], stateful=False)

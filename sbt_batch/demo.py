@@ -37,7 +37,7 @@ def run_demo(
 ) -> DemoResult:
     """Generate sample ntuples, convert them, and (when TensorFlow is installed) train, evaluate and export."""
     from sbt_batch.convert import convert
-    from sbt_batch.ntuples import make_sample_ntuples
+    from sbt_batch.ntuples import KINDS, make_sample_ntuples
 
     out = Path(out_dir)
     result = DemoResult(out)
@@ -50,14 +50,14 @@ def run_demo(
     t0 = time.perf_counter()
     ntuples = {
         kind: make_sample_ntuples(out / "ntuples" / kind, kind, files, events, seed=seed)
-        for kind in ("signal", "background")
+        for kind in KINDS
     }
     stage("sample-ntuples", f"{2 * files} ROOT files x {events} events in {out / 'ntuples'}", t0)
 
     h5 = {}
+    (out / "data").mkdir(parents=True, exist_ok=True)
     for kind, paths in ntuples.items():
         t0 = time.perf_counter()
-        (out / "data").mkdir(parents=True, exist_ok=True)
         conv = convert(paths, out / "data" / f"{kind}.h5", workers=1)
         h5[kind] = conv.output
         rows, cols = conv.shape

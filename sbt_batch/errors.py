@@ -11,6 +11,12 @@ EXIT_INCOMPLETE = 4  # collect: the run has failed or missing tasks
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpoint written after SIGTERM; requeue the task
 
 
+def one_line(exc: BaseException, limit: int | None = 160) -> str:
+    """``exc``'s message on one line (its type name when empty), cut to ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 class UserError(Exception):
     """A problem with the user's input or environment, reported as one line without a traceback."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sbt_batch.errors import UserError
-from sbt_batch.fileio import write_json_atomic
+from sbt_batch.fileio import atomic_path, write_json_atomic
 from sbt_batch.rundir import RunDir
 
 EFFICIENCIES = (0.5, 0.8)
@@ -92,12 +93,11 @@ def run_stream(run: RunDir, signal: Sequence[str] | None = None, background: Seq
             raise UserError(f"{sources[0].path}: image shape {index.shape} does not fit the run's rows {cfg['rows']}")
         return D.EventStream(index, prep), np.arange(index.n, dtype=np.int64), None
     split, files = D.load_split(run.split)
-    sources = [D.Source(Path(f["path"]), int(f["label"]), int(f["n"]), (0, 0)) for f in files]
-    for s in sources:
-        if not s.path.exists():
-            raise UserError(f"{s.path}: input file of run {run.path} not found (use --signal/--background)")
-    sources = D.open_sources([str(s.path) for s in sources if s.label == D.SIGNAL],
-                             [str(s.path) for s in sources if s.label == D.BACKGROUND])
+    for f in files:
+        if not Path(f["path"]).exists():
+            raise UserError(f"{f['path']}: input file of run {run.path} not found (use --signal/--background)")
+    sources = D.open_sources([f["path"] for f in files if int(f["label"]) == D.SIGNAL],
+                             [f["path"] for f in files if int(f["label"]) == D.BACKGROUND])
     return D.EventStream(D.EventIndex(sources), prep), None, split
 
 
@@ -191,8 +191,6 @@ def evaluate_run(run_dir: str | Path, signal: Sequence[str] | None = None, backg
     metrics = compute_metrics(labels, scores)
     metrics.update(run=str(run.path), model=run.read_config().get("model"), evaluated_on=source)
     fpr, tpr = roc_curve(labels, scores)
-    from sbt_batch.fileio import atomic_path
-
     with atomic_path(out_dir / "roc.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, fpr=fpr, tpr=tpr, labels=labels, scores=scores, ids=ids)
     if plots:
@@ -229,8 +227,6 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare") ->
     for run, cfg in zip(runs, cfgs):
         if not (run.eval / "metrics.json").exists() or not (run.eval / "roc.npz").exists():
             evaluate_run(run.path)
-        import json
-
         m = json.loads((run.eval / "metrics.json").read_text())
         with np.load(run.eval / "roc.npz") as z:
             fpr, tpr = z["fpr"], z["tpr"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import shutil
 import tempfile
@@ -68,7 +69,7 @@ def export_savedmodel(model: Any, target: Path) -> Path:
     """A TensorFlow SavedModel folder with a ``serve`` signature."""
     import tensorflow as tf
 
-    fn, spec = _concrete(model)
+    _fn, spec = _concrete(model)
     module = tf.Module()
     module.model = model
     module.serve = tf.function(lambda input: {"output": model(input, training=False)}, input_signature=[spec])
@@ -111,39 +112,32 @@ def export_jpeg(run: RunDir, target: Path, max_images: int | None = None, qualit
 
     stream, _ids, split = run_stream(run)
     assert split is not None
-    n_written = 0
-    with atomic_dir(target) as tmp:
-        rows = []
-        for name in D.SPLIT_NAMES:
-            ids = split.get(name, np.zeros(0, np.int64))[: max_images]
-            folder = tmp / f"{name}_images"
-            folder.mkdir()
-            for lo in range(0, len(ids), 4096):
-                chunk = ids[lo : lo + 4096]
-                imgs = D.to_rgb_uint8(_norm_only(stream.prep, stream.read_raw(chunk)))
-                for k, (gid, img) in enumerate(zip(chunk, imgs)):
-                    i = lo + k
-                    fname = f"{i}_{name}.jpeg"
-                    Image.fromarray(img, "RGB").save(folder / fname, format="JPEG", quality=quality)
-                    f, r = stream.index.locate(np.array([gid]))
-                    rows.append([name, i, f"{name}_images/{fname}", int(stream.index.labels[gid]),
-                                 stream.index.sources[int(f[0])].path.name, int(r[0])])
-                    n_written += 1
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["split", "index", "image", "label", "file", "event"])
-        w.writerows(rows)
-        (tmp / "labels.csv").write_text(buf.getvalue())
-    stream.close()
-    return target, n_written
-
-
-def _norm_only(prep: Any, x: np.ndarray) -> np.ndarray:
-    """Normalized grey images (N, R, 32) before coloring."""
-    from sbt_batch import data as D
-
-    grey = D.Preprocess(prep.rows, prep.norm, prep.negative, prep.scale, False, prep.mean, prep.std)
-    return grey.apply(x)[..., 0]
+    grey = dataclasses.replace(stream.prep, rgb=False)  # normalized grey images, colored below
+    index = stream.index
+    rows = []
+    try:
+        with atomic_dir(target) as tmp:
+            for name in D.SPLIT_NAMES:
+                ids = split.get(name, np.zeros(0, np.int64))[: max_images]
+                folder = tmp / f"{name}_images"
+                folder.mkdir()
+                for lo in range(0, len(ids), 4096):
+                    chunk = ids[lo : lo + 4096]
+                    imgs = D.to_rgb_uint8(grey.apply(stream.read_raw(chunk))[..., 0])
+                    files, events = index.locate(chunk)
+                    for i, gid, img, f, r in zip(range(lo, lo + len(chunk)), chunk, imgs, files, events):
+                        fname = f"{i}_{name}.jpeg"
+                        Image.fromarray(img, "RGB").save(folder / fname, format="JPEG", quality=quality)
+                        rows.append([name, i, f"{name}_images/{fname}", int(index.labels[gid]),
+                                     index.sources[int(f)].path.name, int(r)])
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["split", "index", "image", "label", "file", "event"])
+            w.writerows(rows)
+            (tmp / "labels.csv").write_text(buf.getvalue())
+    finally:
+        stream.close()
+    return target, len(rows)
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, max_images: int | None = None) -> dict[str, Any]:

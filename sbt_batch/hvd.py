@@ -143,7 +143,6 @@ class HorovodContext:
             raise UserError(f"{WARMUP_ENV}: expected a number of epochs, got {os.environ[WARMUP_ENV]!r}") from None
         self.lr_scaling = os.environ.get(SCALING_ENV, "linear") or "linear"
         self._variables: list[Any] = []
-        self._calls = 0
 
     @classmethod
     def start(cls, info: Launch) -> HorovodContext:
@@ -197,7 +196,6 @@ class HorovodContext:
         """The mean of a Python scalar over ranks (eager)."""
         import tensorflow as tf
 
-        self._calls += 1
         out = self._hvd.allreduce(tf.constant(float(value), tf.float64), op=self._hvd.Average, name="sbt_average")
         return float(out.numpy())
 

@@ -178,22 +178,21 @@ def exec_prefix(
 ) -> list[str]:
     """The words that run a following command inside ``image`` with ``runtime``."""
     check_ref(image)
-    mounts = [check_bind(b) for b in binds]
+    mounts = [":".join([src, dst, *([opts] if opts else [])]) for src, dst, opts in map(check_bind, binds)]
     env = dict(env or {})
     for key in env:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise UserError(f"--env: invalid variable name {key!r}")
+    assignments = [f"{key}={value}" for key, value in env.items()]
+
+    def options(bind_flag: str, workdir_flag: str, env_flag: str) -> list[str]:
+        """The bind, working-directory and environment words (the same for every runtime but their flags)."""
+        words = [w for m in mounts for w in (bind_flag, m)]
+        words += [workdir_flag, workdir] if workdir else []
+        return words + [w for a in assignments for w in (env_flag, a)]
+
     if runtime in APPTAINER:
-        words = [runtime, "exec"]
-        if gpus:
-            words.append("--nv")
-        for src, dst, opts in mounts:
-            words += ["--bind", ":".join([src, dst, *([opts] if opts else [])])]
-        if workdir:
-            words += ["--pwd", workdir]
-        for key, value in env.items():
-            words += ["--env", f"{key}={value}"]
-        return [*words, apptainer_ref(image)]
+        return [runtime, "exec", *(["--nv"] if gpus else []), *options("--bind", "--pwd", "--env"), apptainer_ref(image)]
     if runtime in OCI:
         if _is_local_path(image) and not image.startswith(_ARCHIVE_TRANSPORTS):
             raise UserError(f"{image}: {runtime} cannot run a SIF file or folder; use apptainer or singularity")
@@ -207,13 +206,7 @@ def exec_prefix(
             words += ["--user", f"{uid}:{gid}"]
         if gpus:
             words += ["--device", "nvidia.com/gpu=all"] if runtime == "podman" else ["--gpus", "all"]
-        for src, dst, opts in mounts:
-            words += ["-v", ":".join([src, dst, *([opts] if opts else [])])]
-        if workdir:
-            words += ["-w", workdir]
-        for key, value in env.items():
-            words += ["-e", f"{key}={value}"]
-        return [*words, oci_ref(image)]
+        return [*words, *options("-v", "-w", "-e"), oci_ref(image)]
     raise UserError(f"container runtime {runtime!r} is not supported (use {', '.join(RUNTIMES)})")
 
 
@@ -257,7 +250,7 @@ def pull_command(runtime: str, image: str, dest: Path | None = None) -> list[str
         if dest is None:
             raise UserError("pull: apptainer needs a destination SIF file")
         # `pull` takes registry references; archives are converted with `build`
-        verb = "build" if image.startswith(("docker-archive:", "oci-archive:", "docker-daemon:", "oci:")) else "pull"
+        verb = "build" if image.startswith((*_ARCHIVE_TRANSPORTS, "docker-daemon:", "oci:")) else "pull"
         return [runtime, verb, "--force", str(dest), apptainer_ref(image)]
     if runtime == "podman":
         return ["podman", "pull", image if image.startswith(_ARCHIVE_TRANSPORTS) else oci_ref(image)]

@@ -39,13 +39,13 @@ def _read_list(list_file: Path) -> list[str]:
 
 def expand_inputs(items: Iterable[str | Path], pattern: str = DIR_PATTERN, _depth: int = 0) -> list[Path]:
     """Expand files, directories (their ``pattern`` files), globs and ``@list.txt`` into paths, in the order given."""
-    if _depth > 8:
-        raise UserError("@list files nest more than 8 deep")
     paths: list[Path] = []
     for item in items:
         text = str(item)
         if text.startswith("@"):
             list_file = Path(text[1:]).expanduser()
+            if _depth >= 8:  # also ends a list that names itself
+                raise InputFileError(list_file, "@list files nest more than 8 deep")
             paths.extend(expand_inputs(_read_list(list_file), pattern, _depth + 1))
         elif _is_glob(text) and not Path(text).exists():
             matches = sorted(glob.glob(str(Path(text).expanduser()), recursive=True))

@@ -205,10 +205,11 @@ def batch_plan(backend: str, nodes: int | None = None, ntasks_per_node: int | No
     runs one job on one machine that starts its ranks itself (``train --ranks T``), or with ``--nodes N``
     a parallel-universe job whose node wrapper starts T ranks per node (:mod:`sbt_batch.batch.condor_parallel`).
     """
-    for value, option in ((nodes, "--nodes"), (ntasks_per_node, "--ntasks-per-node"), (ntasks, "--ntasks"),
-                          (gpus_per_node, "--gpus-per-node")):
-        if value is not None and value < (0 if option == "--gpus-per-node" else 1):
-            raise UserError(f"{option}: must be at least {0 if option == '--gpus-per-node' else 1}, got {value}")
+    from sbt_batch.batch.resources import check_count
+
+    for value, option in ((nodes, "--nodes"), (ntasks_per_node, "--ntasks-per-node"), (ntasks, "--ntasks")):
+        check_count(value, option, 1)
+    check_count(gpus_per_node, "--gpus-per-node", 0)
     if mpi not in BATCH_LAUNCHERS:
         raise UserError(f"--mpi-launcher: unknown launcher '{mpi}' (choose from {', '.join(BATCH_LAUNCHERS)})")
     n_nodes = nodes or 1

@@ -9,9 +9,13 @@ Layout (as the real L1Calo ntuples): TTree ``mytree`` with ``gTowerEt`` ``float[
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sbt_batch.convert import (  # the layout convert reads
+    ET_BRANCH, ET_DATASET, ETA_BRANCH, MAPS_TREE, PHI_BRANCH, RHO_BRANCH, RHO_DATASET, TREE,
+)  # fmt: skip
 from sbt_batch.errors import InputFileError, UserError
 from sbt_batch.fileio import atomic_path, check_writable_dir
 
@@ -21,12 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 N_TOWERS = 1184
 KINDS = ("signal", "background")
 COMPRESSIONS = ("zlib", "lz4", "zstd", "lzma", "none")
-TREE = "mytree"
-MAPS_TREE = "maps"
-ET_BRANCH = "gTowerEt"
-RHO_BRANCH = "Kt4EMTopoEventShape_Density"
-ETA_BRANCH = "gTowerEta"
-PHI_BRANCH = "gTowerPhi"
+OnFile = Callable[[Path, int], None]  # called with each file written and its event count
 
 # (eta centre, eta width) of the 32-phi rows on the positive side; the negative side mirrors them.
 _ROWS32 = [(0.1 + 0.2 * i, 0.2) for i in range(12)] + [(2.45, 0.1), (2.6, 0.2), (2.8, 0.2), (3.05, 0.3)]
@@ -75,7 +74,7 @@ def _deposit_jets(et: "np.ndarray", eta: "np.ndarray", phi: "np.ndarray", jet_et
     et += (w * jet_et[:, None]).astype(np.float32)
 
 
-def generate_events(kind: str, n: int, rng: "np.random.Generator", rho: "np.ndarray | None" = None):
+def generate_events(kind: str, n: int, rng: "np.random.Generator", rho: "np.ndarray | None" = None) -> tuple["np.ndarray", "np.ndarray"]:
     """Tower ET (n, 1184) float32 MeV and offline rho (n,) for ``kind``; signal has two central b-jets."""
     import numpy as np
 
@@ -104,7 +103,7 @@ def generate_events(kind: str, n: int, rng: "np.random.Generator", rho: "np.ndar
     return et.astype(np.float32, copy=False), np.asarray(rho, dtype=np.float32)
 
 
-def parse_compression(spec: str):
+def parse_compression(spec: str) -> Any:
     """``zlib``, ``lz4``, ``zstd``, ``lzma`` or ``none``, optionally ``:LEVEL``, as an uproot compression object."""
     import uproot
 
@@ -160,7 +159,7 @@ def write_ntuple(
     return path
 
 
-def _stored_map(rng: "np.random.Generator", shuffle_towers: bool):
+def _stored_map(rng: "np.random.Generator", shuffle_towers: bool) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
     """The tower map and the permutation applied to the stored order (identity unless shuffled)."""
     import numpy as np
 
@@ -180,7 +179,7 @@ def make_sample_ntuples(
     rntuple: bool = False,
     shuffle_towers: bool = False,
     basket_events: int = 1000,
-    on_file=None,
+    on_file: OnFile | None = None,
 ) -> list[Path]:
     """Generate ``files`` ntuples of ``events`` events of ``kind`` in ``out_dir``; return their paths."""
     import numpy as np
@@ -216,7 +215,7 @@ def _prepare_dir(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def read_hdf5_images(h5_path: str | Path):
+def read_hdf5_images(h5_path: str | Path) -> tuple["np.ndarray", "np.ndarray"]:
     """gTowerEt (N, rows, cols) and offlineRho (N,) of a converted file, with one-line errors."""
     import h5py
     import numpy as np
@@ -226,15 +225,15 @@ def read_hdf5_images(h5_path: str | Path):
         raise InputFileError(h5_path, "no such file")
     try:
         with h5py.File(h5_path, "r") as h5:
-            for name in ("gTowerEt", "offlineRho"):
+            for name in (ET_DATASET, RHO_DATASET):
                 if name not in h5:
                     raise InputFileError(h5_path, f"no dataset '{name}'")
-            images = h5["gTowerEt"][()]
-            rho = h5["offlineRho"][()]
+            images = h5[ET_DATASET][()]
+            rho = h5[RHO_DATASET][()]
     except OSError as exc:
         raise InputFileError(h5_path, f"not a readable HDF5 file ({exc})") from None
     if images.ndim != 3 or rho.shape != images.shape[:1]:
-        raise InputFileError(h5_path, f"gTowerEt {images.shape} and offlineRho {rho.shape} do not match")
+        raise InputFileError(h5_path, f"{ET_DATASET} {images.shape} and {RHO_DATASET} {rho.shape} do not match")
     return np.asarray(images, dtype=np.float32), np.asarray(rho, dtype=np.float32)
 
 
@@ -249,7 +248,7 @@ def embed_hdf5(
     rntuple: bool = False,
     shuffle_towers: bool = False,
     basket_events: int = 1000,
-    on_file=None,
+    on_file: OnFile | None = None,
 ) -> list[Path]:
     """Embed the images of a converted HDF5 file into full 1184-tower ntuples (forward towers generated).
 

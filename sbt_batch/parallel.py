@@ -15,7 +15,7 @@ from typing import Any
 
 from sbt_batch.config import check_keys
 from sbt_batch.console import log
-from sbt_batch.errors import UserError
+from sbt_batch.errors import UserError, one_line
 
 CLUSTERS = ("slurm", "condor")
 JOBQUEUE_KEYS = (
@@ -46,7 +46,19 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def local_cluster(workers: int | None = None):
+def check_cluster_options(scheduler: str | None, cluster: str | None, jobs: int | None) -> None:
+    """Raise a UserError naming the option when ``--scheduler``, ``--cluster`` and ``--jobs`` do not go together."""
+    if cluster is not None and cluster not in CLUSTERS:
+        raise UserError(f"--cluster: expected one of {', '.join(CLUSTERS)}, got {cluster!r}")
+    if scheduler and cluster:
+        raise UserError("--scheduler and --cluster cannot be combined")
+    if jobs is not None and not cluster:
+        raise UserError("--jobs needs --cluster slurm|condor")
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs: must be at least 1, got {jobs}")
+
+
+def local_cluster(workers: int | None = None) -> Any:
     """A local dask cluster of single-threaded worker processes on loopback (``workers`` defaults to the cores)."""
     import dask
     from distributed import LocalCluster
@@ -60,10 +72,9 @@ def local_cluster(workers: int | None = None):
         )  # fmt: skip
 
 
-def jobqueue_cluster(kind: str, profile: dict[str, Any] | None = None):
+def jobqueue_cluster(kind: str, profile: dict[str, Any] | None = None) -> Any:
     """A dask-jobqueue SLURMCluster or HTCondorCluster (not scaled yet), settings from a site ``profile``."""
-    if kind not in CLUSTERS:
-        raise UserError(f"--cluster: expected one of {', '.join(CLUSTERS)}, got {kind!r}")
+    check_cluster_options(None, kind, None)
     settings = dict(profile or {})
     check_keys(settings, JOBQUEUE_KEYS, f"{kind} cluster profile")
     settings.pop("start_timeout", None)
@@ -86,7 +97,7 @@ def jobqueue_cluster(kind: str, profile: dict[str, Any] | None = None):
     try:
         cluster = cls(**options)
     except Exception as exc:
-        raise UserError(f"--cluster {kind}: cannot create the cluster ({' '.join(str(exc).split())})") from None
+        raise UserError(f"--cluster {kind}: cannot create the cluster ({one_line(exc, None)})") from None
     log.info("%s job script:\n%s", kind, cluster.job_script())
     return cluster
 
@@ -102,20 +113,15 @@ def dask_client(
     """Yield a dask Client: on ``scheduler`` if given, else a jobqueue ``cluster``, else a local cluster."""
     from distributed import Client
 
-    if scheduler and cluster:
-        raise UserError("--scheduler and --cluster cannot be combined")
-    if jobs is not None and not cluster:
-        raise UserError("--jobs needs --cluster slurm|condor")
+    check_cluster_options(scheduler, cluster, jobs)
     owned = None
     try:
         if scheduler:
             try:
                 client = Client(scheduler, timeout="10s")
             except (OSError, TimeoutError, ValueError) as exc:
-                raise UserError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())})") from None
+                raise UserError(f"--scheduler {scheduler}: cannot connect ({one_line(exc, None)})") from None
         elif cluster:
-            if jobs is not None and jobs < 1:
-                raise UserError(f"--jobs: must be at least 1, got {jobs}")
             owned = jobqueue_cluster(cluster, profile)
             owned.scale(jobs=jobs or 1)
             client = Client(owned)

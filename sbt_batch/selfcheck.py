@@ -125,8 +125,8 @@ def tool_status(names: tuple[str, ...] = TOOLS) -> dict[str, dict[str, str | Non
             return "driver " + _first_line([path, "--query-gpu=driver_version", "--format=csv,noheader"])
         text = _first_line([path, "--version"])
         if name == "sbatch" and shutil.which("scontrol"):  # reachable = the controller answers
-            text = f"{text}; controller: {_first_line(['scontrol', 'ping'])}" if not text.startswith("exit") else (
-                f"controller: {_first_line(['scontrol', 'ping'])}")
+            ping = f"controller: {_first_line(['scontrol', 'ping'])}"
+            text = ping if text.startswith("exit") else f"{text}; {ping}"
         return text if len(text) <= 100 else text[:97] + "..."
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -168,18 +168,20 @@ def probe_frameworks(tensorflow: bool, horovod: bool, python: str = sys.executab
         return {}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
     argv = [python, "-c", _PROBE, "1" if tensorflow else "0", "1" if horovod else "0"]
+
+    def failed(error: str) -> dict[str, Any]:
+        return {k: {"error": error} for k, wanted in (("tensorflow", tensorflow), ("horovod", horovod)) if wanted}
+
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        failed: dict[str, Any] = {"error": f"import did not finish within {timeout:.0f} s"}
-        return {k: failed for k, wanted in (("tensorflow", tensorflow), ("horovod", horovod)) if wanted}
+        return failed(f"import did not finish within {timeout:.0f} s")
     lines = proc.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        failed = {"error": f"probe crashed ({tail})"}
-        return {k: failed for k, wanted in (("tensorflow", tensorflow), ("horovod", horovod)) if wanted}
+        return failed(f"probe crashed ({tail})")
 
 
 def image_info() -> dict[str, Any]:

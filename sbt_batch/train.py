@@ -154,7 +154,8 @@ def resolve_config(
         check_keys(spec, TrainConfig.keys(), str(spec_path))
         base.update(spec)
     if config is not None:
-        base.update({k: v for k, v in asdict(config).items() if v != getattr(TrainConfig(), k) or k not in base})
+        default = TrainConfig()
+        base.update({k: v for k, v in asdict(config).items() if v != getattr(default, k) or k not in base})
     check_keys(options, TrainConfig.keys(), "train options")
     return TrainConfig.from_options(merge_options(base, options), str(spec_path or "train options"))
 
@@ -169,19 +170,14 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any, state: dict[str, An
         np.savez(fh, state=np.array(json.dumps(state)), **arrays)
 
 
-def _load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
+def _load_checkpoint(path: Path, model: Any, optimizer: Any = None) -> dict[str, Any]:
+    """Restore the model (and, when given, the optimizer) variables; return the saved loop state."""
     with np.load(path) as z:
         for i, v in enumerate(model.variables):
             v.assign(z[f"m{i}"])
-        for i, v in enumerate(optimizer.variables):
+        for i, v in enumerate(optimizer.variables if optimizer is not None else ()):
             v.assign(z[f"o{i}"])
         return json.loads(str(z["state"]))
-
-
-def _set_weights_from(path: Path, model: Any) -> None:
-    with np.load(path) as z:
-        for i, v in enumerate(model.variables):
-            v.assign(z[f"m{i}"])
 
 
 def _make_optimizer(cfg: TrainConfig) -> Any:
@@ -205,7 +201,7 @@ class Prepared:
     weights: np.ndarray
 
 
-def prepare_data(cfg: TrainConfig, run: RunDir | None, ctx: Any, split: dict[str, np.ndarray] | None = None,
+def prepare_data(cfg: TrainConfig, ctx: Any, split: dict[str, np.ndarray] | None = None,
                  prep: D.Preprocess | None = None) -> Prepared:
     """Open files, choose rows, split, fit normalization and open the event stream (cached when it fits)."""
     sources = D.open_sources(cfg.signal, cfg.background)
@@ -273,7 +269,8 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
     resume = options.pop("resume", None) or (config.resume if config else None)
     if resume:
         run = RunDir(Path(resume)).require("config")
-        stored = {k: v for k, v in run.read_config().items() if k in TrainConfig.keys()}
+        resolved = run.read_config()
+        stored = {k: v for k, v in resolved.items() if k in TrainConfig.keys()}
         allowed = {"epochs", "progress", "cache", "cache_limit_mb", "parallel_reads", "prefetch"}
         extra = {k: v for k, v in options.items() if k in allowed and v is not None}
         clash = [k for k, v in options.items() if k not in allowed and v is not None and k != "out" and stored.get(k) != v]
@@ -282,7 +279,7 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
         cfg = TrainConfig.from_options({**stored, **extra}, str(run.config))
         cfg.out = str(run.path)
         split, _files = D.load_split(run.split)
-        prep = D.Preprocess.from_dict(run.read_config()["preprocess"])
+        prep = D.Preprocess.from_dict(resolved["preprocess"])
     else:
         cfg = resolve_config(config, spec, **options)
         if not cfg.out:
@@ -311,7 +308,7 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
 def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndarray] | None,
            prep: D.Preprocess | None, ctx: Any, stop: dict[str, bool]) -> TrainResult:
     """The body of :func:`train` once options are resolved (SIGTERM sets ``stop['flag']``)."""
-    prepared = prepare_data(cfg, run, ctx, split, prep)  # all input checks happen before TensorFlow loads
+    prepared = prepare_data(cfg, ctx, split, prep)  # all input checks happen before TensorFlow loads
     import keras
     import tensorflow as tf
 
@@ -426,7 +423,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
         prepared.stream.close()
 
     if cfg.keep_best and (run.checkpoints / "best.npz").exists():
-        _set_weights_from(run.checkpoints / "best.npz", model)
+        _load_checkpoint(run.checkpoints / "best.npz", model)
     if ctx.is_root:
         with atomic_path(run.model, suffix=".keras") as tmp:
             model.save(tmp)

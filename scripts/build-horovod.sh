@@ -8,7 +8,8 @@
 # - wheels are cached in ${SBT_BATCH_CACHE:-$HOME/.cache/sbt-batch}/wheels/<key>/, keyed by the
 #   package, TensorFlow, Python and MPI versions and the patch checksum; a cached run takes seconds
 # - idempotent; installs the Debian build dependencies when they are missing (needs root)
-# Used as is by containers/Dockerfile: plain bash, no assumption about where the environment lives.
+# Used as is by containers/Dockerfile (with scripts/lib/ and scripts/patches/): plain bash, no assumption
+# about where the environment lives.
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
@@ -30,17 +31,10 @@ command -v "$py" >/dev/null 2>&1 || [ -x "$py" ] || die "python not found: $py"
 [ -f "$patch_file" ] || die "missing patch $patch_file"
 
 # ---- Debian build dependencies -------------------------------------------------------------
-missing=""
-for p in $APT_PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    [ "$(id -u)" = 0 ] || die "missing Debian packages:$missing (run as root or: apt-get install$missing)"
-    say "installing Debian packages:$missing"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends $missing >/dev/null 2>&1 \
-        || { apt-get update >/dev/null && apt-get install -y --no-install-recommends $missing >/dev/null; }
-fi
+[ -f "$here/lib/apt.sh" ] || die "missing $here/lib/apt.sh"
+. "$here/lib/apt.sh"
+# shellcheck disable=SC2086  # one word per package
+apt_ensure $APT_PACKAGES
 
 # ---- cache keys ------------------------------------------------------------------------------
 read -r pyver pytag tfver < <("$py" - <<'EOF'

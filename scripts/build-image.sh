@@ -21,6 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+. scripts/lib/apt.sh
 cache=${SBT_BATCH_CACHE:-$HOME/.cache/sbt-batch}
 work=$cache/podman
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' sbt_batch/__init__.py)
@@ -45,17 +46,7 @@ print_env() {
 
 # ---- tools and podman/buildah configuration in the work folder -----------------------------------
 setup_tools() {
-    local missing="" p
-    for p in podman buildah skopeo runc debootstrap uidmap; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-    done
-    if [ -n "$missing" ]; then
-        [ "$(id -u)" = 0 ] || die "missing Debian packages:$missing"
-        say "installing Debian packages:$missing"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 \
-            || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
-    fi
+    apt_ensure podman buildah skopeo runc debootstrap uidmap
     mkdir -p "$work/storage" "$work/run" "$work/tmp" "$cache/base" "$cache/images" "$pip_cache"
     cat > "$work/storage.conf" <<EOF
 [storage]
@@ -82,8 +73,7 @@ make_base() {
     if [ ! -s "$base_tar" ]; then
         local t0 rootfs mirror
         t0=$(date +%s)
-        mirror=${DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)}
-        mirror=${mirror:-http://deb.debian.org/debian}
+        mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
         rootfs=$(mktemp -d "$work/tmp/rootfs.XXXXXX")
         say "debootstrap bookworm minbase from $mirror (about 1-2 min)"
         nice debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \

@@ -20,6 +20,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$REPO/scripts/lib/apt.sh"
 CACHE="${SBT_BATCH_CACHE:-${HOME:-/root}/.cache/sbt-batch}"
 BASE="${SBT_BATCH_CONDOR_DIR:-/tmp/sbt-batch-condor}"
 SHARED="${SBT_BATCH_CONDOR_SHARED:-/tmp/sbt-batch-condor-shared}"
@@ -46,18 +47,7 @@ rootfs_key() {
     printf '%s\n' "$ROOTFS_VERSION" "${PY_DEPS[@]}" | sha256sum | cut -c1-12
 }
 
-mirror() {
-    if [ -n "${SBT_BATCH_DEBIAN_MIRROR:-}" ]; then echo "$SBT_BATCH_DEBIAN_MIRROR"; return; fi
-    local url
-    url=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' |
-        grep -E '/debian/?$' | head -n1 || true)
-    if [ -z "$url" ]; then
-        url=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-            awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; break}}' |
-            grep -E '/debian/?$' | head -n1 || true)
-    fi
-    echo "${url:-http://deb.debian.org/debian}"
-}
+mirror() { echo "${SBT_BATCH_DEBIAN_MIRROR:-$(apt_mirror)}"; }
 
 pip_cmd() {
     if [ -n "${SBT_BATCH_PIP:-}" ]; then echo "$SBT_BATCH_PIP"
@@ -79,12 +69,7 @@ in_chroot() {  # run a command in root filesystem $1 with /proc mounted (private
 debootstrap_rootfs() {  # build a fresh root filesystem in $1; each stage is resumable
     local dir=$1 mirror
     mirror=$(mirror)
-    command -v debootstrap >/dev/null || {
-        say "installing debootstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null 2>&1 || {
-            apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
-        } || die "cannot install debootstrap"
-    }
+    command -v debootstrap >/dev/null || apt_ensure debootstrap
     if [ ! -f "$dir/.stage-debootstrap" ]; then
         rm -rf "$dir"
         mkdir -p "$dir"

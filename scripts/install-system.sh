@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the full test suite needs (MPI, Slurm, munge, container tools).
-# Idempotent: packages already present are not touched, and apt-get update runs only when needed.
+# Idempotent: packages already present are not touched, and apt-get update runs only when needed
+# (scripts/lib/apt.sh).
 set -euo pipefail
 
 packages=(
@@ -11,15 +12,6 @@ packages=(
   procps                                             # ps/pkill for the service scripts
 )
 
-missing=()
-for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  echo "install-system: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-  echo "install-system: all ${#packages[@]} packages present"
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+apt_ensure "${packages[@]}"
+echo "install-system: all ${#packages[@]} packages present"

@@ -18,6 +18,7 @@ CTLD_PORT=${SBT_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${SBT_SLURM_SLURMD_PORT:-6818}
 CPUS=${SBT_SLURM_CPUS:-$(nproc)}
 PACKAGES=(slurmctld slurmd slurm-client munge libpmix-dev)
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 log() { echo "slurm-cluster: $*" >&2; }
 die() { echo "slurm-cluster: error: $*" >&2; exit 1; }
@@ -30,19 +31,6 @@ alive() {
   [[ "$state" != Z && "$state" != X ]]
 }
 pid_of() { [[ -s "$1" ]] && cat "$1" || true; }
-
-install_packages() {
-  local missing=()
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  ((${#missing[@]} == 0)) && return 0
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null || true
-  # policy-rc.d keeps package scripts from starting daemons (there is no systemd here anyway)
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
 
 write_conf() {
   mkdir -p "$BASE"/{etc,state,spool,log,run,munge,jobcomp}
@@ -157,7 +145,7 @@ stop_one() {
 case "${1:-}" in
   start)
     [[ $(id -u) == 0 ]] || die "run as root (SlurmUser=root, apt-get)"
-    install_packages
+    apt_ensure "${PACKAGES[@]}"
     write_conf
     start_munge
     start_daemons

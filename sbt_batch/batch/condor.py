@@ -45,7 +45,7 @@ from sbt_batch.batch.run import MANIFEST, Run
 from sbt_batch.batch.templates import Raw, find_template, render_template
 from sbt_batch.config import check_keys
 from sbt_batch.console import log
-from sbt_batch.errors import UserError
+from sbt_batch.errors import UserError, one_line
 
 TEMPLATE = "job.sub.j2"
 SPOOL_DIR = "spool"
@@ -133,11 +133,6 @@ def check_parallel(nodes: int, settings: Mapping[str, Any], image: str | None) -
                         "parallel jobs; set condor: {image_style: singularity} in the site profile")
 
 
-def _error(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
-
-
 def _htcondor():
     try:
         import htcondor2
@@ -152,6 +147,11 @@ def _submission_number(run: Run) -> int:
 
 def _job_id(cluster: int, proc: int) -> str:
     return f"{cluster}.{proc}"
+
+
+def _procs_constraint(ids: Iterable[tuple[int, int]]) -> str:
+    """A ClassAd constraint matching exactly the jobs ``(cluster, proc)`` of ``ids``."""
+    return " || ".join(f"(ClusterId == {c} && ProcId == {p})" for c, p in ids)
 
 
 def _split_id(job_id: str) -> tuple[int, int] | None:
@@ -262,7 +262,7 @@ class CondorBackend(Backend):
                 return htcondor2.Schedd(ad)
             return htcondor2.Schedd()
         except Exception as exc:  # the bindings raise HTCondorException/RuntimeError/ValueError
-            raise UserError(f"condor: cannot reach the schedd ({_error(exc)})") from None
+            raise UserError(f"condor: cannot reach the schedd ({one_line(exc, 300)})") from None
 
     def submit(self, run: Run, indices: Sequence[int]) -> dict[int, str]:
         """Render, save and submit all ``indices`` in one ``queue task from`` submission."""
@@ -277,12 +277,12 @@ class CondorBackend(Backend):
         try:
             description = htcondor2.Submit(text)
         except Exception as exc:
-            raise UserError(f"{script}: invalid submit description ({_error(exc)})") from None
+            raise UserError(f"{script}: invalid submit description ({one_line(exc, 300)})") from None
         schedd = self._schedd(run)
         try:
             result = schedd.submit(description, spool=spool)
         except Exception as exc:
-            raise UserError(f"condor: submit failed ({_error(exc)})") from None
+            raise UserError(f"condor: submit failed ({one_line(exc, 300)})") from None
         cluster = result.cluster()
         if result.num_procs() != len(indices):
             self._remove(schedd, [f"{cluster}"], "sbt-batch: wrong number of jobs")
@@ -292,7 +292,7 @@ class CondorBackend(Backend):
                 schedd.spool(result)
             except Exception as exc:
                 self._remove(schedd, [f"{cluster}"], "sbt-batch: input transfer failed")
-                raise UserError(f"condor: transferring the inputs to the schedd failed ({_error(exc)})") from None
+                raise UserError(f"condor: transferring the inputs to the schedd failed ({one_line(exc, 300)})") from None
         procs = {i: p for p, i in enumerate(indices)}
         if run.submissions:
             run.submissions[-1]["backend"] = {
@@ -311,13 +311,11 @@ class CondorBackend(Backend):
         if not wanted:
             return {}
         out: dict[str, JobState] = {}
-        # 1. shared mode: the job event log (a file read, no scheduler call)
-        for cluster, rec in records.items():
-            if rec["backend"].get("log"):
-                states = read_event_log(run.path / rec["backend"]["log"])
-                for jid, (c, _p) in wanted.items():
-                    if c == cluster and jid in states:
-                        out[jid] = states[jid]
+        # 1. shared mode: the job event log of each submission asked about (a file read, no scheduler call)
+        for cluster in sorted({c for c, _ in wanted.values()}):
+            if records[cluster]["backend"].get("log"):
+                states = read_event_log(run.path / records[cluster]["backend"]["log"])
+                out.update({jid: states[jid] for jid, (c, _p) in wanted.items() if c == cluster and jid in states})
         ask = {jid: ids for jid, ids in wanted.items() if jid not in out or out[jid].active}
         if not ask:
             return out
@@ -329,7 +327,7 @@ class CondorBackend(Backend):
         try:
             ads = schedd.query(constraint, projection)
         except Exception as exc:
-            raise UserError(f"condor: cannot reach the schedd ({_error(exc)})") from None
+            raise UserError(f"condor: cannot reach the schedd ({one_line(exc, 300)})") from None
         seen: dict[str, Any] = {}
         for ad in ads:
             jid = _job_id(int(ad["ClusterId"]), int(ad["ProcId"]))
@@ -348,9 +346,9 @@ class CondorBackend(Backend):
         gone = [jid for jid in ask if jid not in seen and records[ask[jid][0]]["backend"].get("mode") == "spool"]
         if gone:
             try:
-                hist = schedd.history(" || ".join(f"(ClusterId == {ask[j][0]} && ProcId == {ask[j][1]})" for j in gone), projection, match=len(gone))
+                hist = schedd.history(_procs_constraint(ask[j] for j in gone), projection, match=len(gone))
             except Exception as exc:
-                log.info("condor history failed: %s", _error(exc))
+                log.info("condor history failed: %s", one_line(exc, 300))
                 hist = []
             for ad in hist:
                 jid = _job_id(int(ad["ClusterId"]), int(ad["ProcId"]))
@@ -376,8 +374,8 @@ class CondorBackend(Backend):
             schedd.act(htcondor2.JobAction.Remove, ids, reason)
         except Exception as exc:
             if strict:
-                raise UserError(f"condor: cannot remove jobs ({_error(exc)})") from None
-            log.warning("condor: cannot remove jobs %s: %s", ids, _error(exc))
+                raise UserError(f"condor: cannot remove jobs ({one_line(exc, 300)})") from None
+            log.warning("condor: cannot remove jobs %s: %s", ids, one_line(exc, 300))
 
     def _stage(self, run: Run, number: int, indices: Sequence[int]) -> None:
         """Spool mode: write ``spool/<n>/<i>/`` (manifest with local paths, input links, empty output dirs)."""
@@ -410,11 +408,10 @@ class CondorBackend(Backend):
 
     def _retrieve(self, run: Run, schedd, records, job_ids: list[str], ids: Mapping[str, tuple[int, int]]) -> None:
         """Spool mode: fetch the finished jobs' files from the schedd and move them into place."""
-        constraint = " || ".join(f"(ClusterId == {ids[j][0]} && ProcId == {ids[j][1]})" for j in job_ids)
         try:
-            schedd.retrieve(constraint)
+            schedd.retrieve(_procs_constraint(ids[j] for j in job_ids))
         except Exception as exc:
-            raise UserError(f"condor: cannot retrieve the outputs of finished jobs ({_error(exc)})") from None
+            raise UserError(f"condor: cannot retrieve the outputs of finished jobs ({one_line(exc, 300)})") from None
         for jid in job_ids:
             cluster, proc = ids[jid]
             rec = records[cluster]
@@ -481,6 +478,15 @@ def _move_into_place(src: Path, dst: Path) -> None:
         shutil.rmtree(src) if src.is_dir() else src.unlink()
 
 
+def _held_state(code: int, reason: str) -> JobState:
+    """A held job's state: still spooling its inputs (pending), over its time limit (timeout), or held."""
+    if code == _HOLD_SPOOLING:
+        return JobState(PENDING, None, "transferring inputs")
+    if code in _HOLD_DURATION:
+        return JobState(TIMEOUT, None, f"time limit exceeded: {reason}")
+    return JobState(HELD, None, reason)
+
+
 def _state_from_ad(ad) -> JobState:
     """A JobState from a job ClassAd (JobStatus, ExitCode, HoldReason...)."""
     status = int(ad.get("JobStatus", 0))
@@ -491,12 +497,7 @@ def _state_from_ad(ad) -> JobState:
     if status == _REMOVED:
         return JobState(CANCELLED, None, str(ad.get("RemoveReason") or "removed"))
     if status == _HELD:
-        code = int(ad.get("HoldReasonCode", 0) or 0)
-        if code == _HOLD_SPOOLING:
-            return JobState(PENDING, None, "transferring inputs")
-        if code in _HOLD_DURATION:
-            return JobState(TIMEOUT, None, f"time limit exceeded: {ad.get('HoldReason')}")
-        return JobState(HELD, None, str(ad.get("HoldReason") or "held"))
+        return _held_state(int(ad.get("HoldReasonCode", 0) or 0), str(ad.get("HoldReason") or "held"))
     if status == _COMPLETED:
         if ad.get("ExitBySignal") is True:
             return JobState(FAILED, 128 + int(ad.get("ExitSignal", 0) or 0), f"signal {ad.get('ExitSignal')}")
@@ -524,14 +525,7 @@ def read_event_log(path: Path) -> dict[str, JobState]:
             elif kind == JT.EXECUTE:
                 states[jid] = JobState(RUNNING)
             elif kind == JT.JOB_HELD:
-                reason = str(event.get("HoldReason", "held"))
-                code = int(event.get("HoldReasonCode", 0) or 0)
-                if code == _HOLD_SPOOLING:
-                    states[jid] = JobState(PENDING, None, "transferring inputs")
-                elif code in _HOLD_DURATION:
-                    states[jid] = JobState(TIMEOUT, None, f"time limit exceeded: {reason}")
-                else:
-                    states[jid] = JobState(HELD, None, reason)
+                states[jid] = _held_state(int(event.get("HoldReasonCode", 0) or 0), str(event.get("HoldReason", "held")))
             elif kind == JT.JOB_ABORTED:
                 if jid not in states or states[jid].state != TIMEOUT:  # periodic_remove after a time-limit hold
                     states[jid] = JobState(CANCELLED, None, str(event.get("Reason", "removed")))
@@ -545,5 +539,5 @@ def read_event_log(path: Path) -> dict[str, JobState]:
                     sig = int(event.get("TerminatedBySignal", 0) or 0)
                     states[jid] = JobState(FAILED, 128 + sig, f"signal {sig}")
     except Exception as exc:  # a torn or foreign file: fall back to the schedd
-        log.info("%s: cannot read the event log: %s", path, _error(exc))
+        log.info("%s: cannot read the event log: %s", path, one_line(exc, 300))
     return states

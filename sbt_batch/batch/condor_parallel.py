@@ -33,7 +33,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from sbt_batch.batch.run import Run
+from sbt_batch.batch.backend import default_sbt_command
+from sbt_batch.batch.run import T_COMPLETED, T_FAILED, T_KILLED, Run
+from sbt_batch.batch.task import task_argv, task_cwd
 from sbt_batch.errors import UserError
 from sbt_batch.fileio import write_text_atomic
 
@@ -222,12 +224,12 @@ def open_exchange(run: Run, index: int, env: Mapping[str, str]) -> Exchange:
     return ChirpExchange(chirp, gen) if chirp else FileExchange(run.task_dir(index) / "nodes" / gen)
 
 
-def wait_for(exchange: Exchange, key: str, timeout: float, stop: threading.Event | None = None) -> str | None:
-    """Poll ``exchange`` for ``key`` until it appears, ``timeout`` passes or ``stop`` is set."""
+def wait_for(exchange: Exchange, key: str, timeout: float) -> str | None:
+    """Poll ``exchange`` for ``key`` until it appears or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while True:
         value = exchange.get(key)
-        if value is not None or time.monotonic() > deadline or (stop is not None and stop.is_set()):
+        if value is not None or time.monotonic() > deadline:
             return value
         time.sleep(POLL)
 
@@ -295,10 +297,8 @@ def slot_cpus(env: Mapping[str, str]) -> int:
 
 def rank_argv(run: Run, run_dir: str, index: int, rank: int) -> list[str]:
     """Global rank 0 runs the recording task wrapper; the others run the task's command itself."""
-    from sbt_batch.batch.task import task_argv
-
     if rank == 0:
-        return [sys.executable, "-m", "sbt_batch", "task", "run", run_dir, str(index)]
+        return [*default_sbt_command(), "task", "run", run_dir, str(index)]
     return task_argv(run, index)
 
 
@@ -359,8 +359,6 @@ def run_node(run_dir: str | Path, index: int, env: Mapping[str, str] | None = No
     iface = route_iface(addr, env)
     print(f"node {node}/{nodes} on {socket.gethostname()}: ranks {node * per_node}-{(node + 1) * per_node - 1} "
           f"of {nodes * per_node}, rendezvous {addr}:{port} via {iface}; exchange: {exchange.name}", file=sys.stderr, flush=True)
-    workdir = run.manifest.get("workdir")
-    cwd = workdir if workdir and os.path.isdir(workdir) else None
     ranks = Ranks()
     old = {s: signal.signal(s, lambda signum, _f: (ranks.signalled.append(signum), ranks.terminate()))
            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
@@ -370,7 +368,7 @@ def run_node(run_dir: str | Path, index: int, env: Mapping[str, str] | None = No
             rank = node * per_node + local
             ranks.start(rank_argv(run, str(run_dir), index, rank),
                         rank_environment(env, node=node, nodes=nodes, per_node=per_node, local=local, labels=labels,
-                                         addr=addr, port=port, iface=iface, cpus=cpus), cwd)
+                                         addr=addr, port=port, iface=iface, cpus=cpus), task_cwd(run))
         if node:
             return _wait_node(ranks, exchange, node)
         rc, culprit = _wait_node0(ranks, exchange, nodes, timeout)
@@ -433,8 +431,6 @@ def _wait_node0(ranks: Ranks, exchange: Exchange, nodes: int, timeout: float) ->
 
 def record_failure(run: Run, index: int, rc: int, node: int | None) -> None:
     """Mark the task failed when another rank or node failed after rank 0 had recorded its own end."""
-    from sbt_batch.batch.run import T_COMPLETED, T_FAILED, T_KILLED
-
     state = run.read_state(index)
     if not state or state.get("state") not in (T_COMPLETED, T_KILLED) or state.get("exit_code") == rc:
         return

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sbt_batch.batch.backend import CANCELLED, COMPLETED, FAILED, TIMEOUT, Backend, JobState, get_backend
+from sbt_batch.batch.backend import ACTIVE_STATES, CANCELLED, COMPLETED, FAILED, TIMEOUT, Backend, JobState, get_backend
 from sbt_batch.batch.run import FINAL_TASK_STATES, T_KILLED, T_RUNNING, Run, find_runs
 from sbt_batch.errors import UserError
 
@@ -42,7 +42,7 @@ class TaskStatus:
     @property
     def active(self) -> bool:
         """Queued, held or running."""
-        return self.state in {"pending", "held", "running"}
+        return self.state in ACTIVE_STATES
 
 
 def submit_run(run: Run, backend: Backend | None = None, indices: Sequence[int] | None = None) -> dict[int, str]:

@@ -81,7 +81,7 @@ def wrapper_command(run: Run, index: int) -> list[str]:
             extra = [str(run.path), run.manifest.get("workdir")] + [os.path.dirname(p) for p in task.inputs + task.outputs]
             binds += sorted({b for b in extra if b and os.path.isdir(b)} - set(binds))
         prefix = container_prefix(runtime, image, binds, run.resources.get("gpus") or 0)
-    return [*(run.manifest.get("launcher") or []), *prefix, *run.sbt_command, "task", "run", str(run.path), str(index)]
+    return [*(run.manifest.get("launcher") or []), *prefix, *LocalBackend().task_command(run, index)]
 
 
 @register_backend("local")

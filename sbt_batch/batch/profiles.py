@@ -65,9 +65,7 @@ def find_profile(ref: str) -> Path:
     path = Path(ref).expanduser()
     if path.is_file():
         return path
-    dirs = [user_profile_dir()]
-    if example_profile_dir():
-        dirs.append(example_profile_dir())
+    dirs = [d for d in (user_profile_dir(), example_profile_dir()) if d is not None]
     for d in dirs:
         for ext in (".yaml", ".yml"):
             if (d / f"{ref}{ext}").is_file():

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sbt_batch.errors import UserError
-from sbt_batch.fileio import write_json_atomic, write_text_atomic  # noqa: F401
+from sbt_batch.fileio import write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -328,14 +327,3 @@ def find_runs(runs_dir: Path, name: str | None = None) -> list[Path]:
             suffix = entry.name[m.end(1):]
             found.append((m.group(1), int(suffix[1:] or 1) if suffix else 1, Path(entry.path)))
     return [p for _, _, p in sorted(found)]
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout`` seconds pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

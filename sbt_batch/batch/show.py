@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -53,14 +55,12 @@ def format_status(run: Run, rows: list[TaskStatus], color: bool = False) -> str:
 
 def show_status(ref: str, runs_dir: Path | None, watch: bool = False, interval: float = 2.0, as_json: bool = False) -> None:
     """Print the status table once, or refresh it until nothing is queued or running."""
-    import sys
-
     run = Run.open(ref, runs_dir)
     rows = run_status(run)
     if as_json:
         sys.stdout.write(json.dumps({"run": str(run.path), "state": run_state(rows), "tasks": [asdict(r) for r in rows]}, indent=1) + "\n")
         return
-    color = sys.stdout.isatty() and "NO_COLOR" not in __import__("os").environ
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     sys.stdout.write(format_status(run, rows, color))
     while watch and any(r.active for r in rows):
         time.sleep(interval)
@@ -83,8 +83,6 @@ def print_task_table(run: Run) -> None:
 
 def show_runs(runs_dir: Path | None) -> None:
     """One line per run: name, kind, backend, created, state and counts."""
-    import sys
-
     runs_dir = Path(runs_dir or default_runs_dir())
     found = list_runs(runs_dir)
     if not found:

@@ -106,6 +106,12 @@ class SlurmBackend(Backend):
     def context(self, run: Run, indices: Sequence[int]) -> dict:
         """The values the array template sees (all shell-quoted when printed)."""
         res = run.resources
+        # #SBATCH lines end at a newline whatever the quoting: a value that holds one would start a shell line
+        for what, value in (("run directory", run.path), ("--name", run.manifest.get("job_name") or run.name),
+                            ("--partition", res.get("partition")), ("--account", res.get("account")),
+                            *(("--directive", d) for d in run.manifest.get("extra_directives") or [])):
+            if value is not None and any(c in str(value) for c in "\n\r\0"):
+                raise UserError(f"{what}: {str(value)!r} contains a newline or NUL, which a #SBATCH line cannot carry")
         time_s = res.get("time_seconds")
         after = run.manifest.get("after") or {}
         dep_ids = after.get("job_ids") if isinstance(after, dict) else None

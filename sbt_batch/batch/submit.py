@@ -130,15 +130,17 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
     backend_name, runs_dir, settings = build_settings(kind, opts, options)
     backend = get_backend(backend_name)
     tasks = tasks_fn(settings)
+    # Rendered before anything exists: a value the job script cannot carry fails here, leaving no run behind.
+    stamp = datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
+    manifest = {"name": name, "kind": kind, "backend": backend_name, **settings, "tasks": [t.to_dict() for t in tasks], "submissions": []}
+    draft = Run(runs_dir.absolute() / f"{name}-{stamp}", manifest)
+    script = backend.render(draft, [t.index for t in tasks])
     if opts.dry_run:
-        stamp = datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
-        manifest = {"name": name, "kind": kind, "backend": backend_name, **settings, "tasks": [t.to_dict() for t in tasks], "submissions": []}
-        run = Run(runs_dir.absolute() / f"{name}-{stamp}", manifest)
         from sbt_batch.batch.show import print_task_table
 
-        console.print(f"[bold]{backend_name} job script ({run.path} would be created):[/]")
-        console.print(backend.render(run, [t.index for t in tasks]), markup=False, highlight=False, soft_wrap=True)
-        print_task_table(run)
+        console.print(f"[bold]{backend_name} job script ({draft.path} would be created):[/]")
+        console.print(script, markup=False, highlight=False, soft_wrap=True)
+        print_task_table(draft)
         return None
     backend.check()
     for d in options.get("make_dirs", []):

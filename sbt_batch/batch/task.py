@@ -15,10 +15,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from sbt_batch.batch.backend import default_sbt_command
 from sbt_batch.batch.run import STATE, T_COMPLETED, T_FAILED, T_KILLED, T_RUNNING, Run, utc_now
 
 _RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
@@ -61,15 +61,20 @@ def _archive_previous(run: Run, index: int, attempt: int) -> None:
 
 def task_argv(run: Run, index: int) -> list[str]:
     """The full command the wrapper executes for task ``index``."""
-    return [sys.executable, "-m", "sbt_batch", *run.task(index).argv]
+    return [*default_sbt_command(), *run.task(index).argv]
+
+
+def task_cwd(run: Run) -> str | None:
+    """Where tasks run: the submit directory when it exists here, else None (the job's directory)."""
+    workdir = run.manifest.get("workdir")
+    return workdir if workdir and os.path.isdir(workdir) else None
 
 
 def run_task(run_dir: str | Path, index: int) -> int:
     """Run task ``index`` of the run in ``run_dir``, record its state, and return its exit code."""
     run = Run.open(run_dir)
     argv = task_argv(run, index)
-    workdir = run.manifest.get("workdir")
-    cwd = workdir if workdir and os.path.isdir(workdir) else None  # else: the job's directory (the run dir)
+    cwd = task_cwd(run)
     if current_rank() != 0:  # not the recording rank: just run the command
         return subprocess.call(argv, cwd=cwd)
     attempt = max(1, run.attempt_of(index))

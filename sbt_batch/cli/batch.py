@@ -63,7 +63,6 @@ def submit_options(func: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-
 def _do_submit(kind: str, tasks_fn, opts: dict[str, Any], options: dict[str, Any] | None = None) -> None:
     import dataclasses
 
@@ -191,9 +190,9 @@ def resubmit(
     """Submit only the failed and/or missing tasks again, as one new array in the same run."""
     from sbt_batch.batch.submit import resubmit_cli
 
-    if not (failed or missing):
+    if unfinished or not (failed or missing):
         failed = missing = True
-    resubmit_cli(run, runs_dir, failed=failed or unfinished, missing=missing or unfinished, time=time, mem=mem)
+    resubmit_cli(run, runs_dir, failed=failed, missing=missing, time=time, mem=mem)
 
 
 @app.command("cancel", rich_help_panel="Batch")

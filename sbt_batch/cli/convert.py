@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from sbt_batch.cli.app import app
+from sbt_batch.geometry import DEFAULT_ETA_MAX
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sbt_batch.convert import ConvertResult
 
 PANEL = "Data"
 
@@ -18,7 +22,7 @@ def convert_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Output HDF5 file (written atomically).", show_default=False),
     tree: str = typer.Option("mytree", "--tree", help="Event TTree or RNTuple."),
     maps_tree: str = typer.Option("maps", "--maps-tree", help="Tree with one entry of gTowerEta/gTowerPhi."),
-    eta_max: float = typer.Option(2.4, "--eta-max", help="Keep towers with |eta| <= this (2.4: 24 rows; 2.7: 28 rows)."),
+    eta_max: float = typer.Option(DEFAULT_ETA_MAX, "--eta-max", help="Keep towers with |eta| <= this (2.4: 24 rows; 2.7: 28 rows)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local dask worker processes (default: one per core, at most one per file, none below 200 MB of towers); 1 converts in-process."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (tcp://HOST:PORT)."),
     step_size: str = typer.Option("100MB", "--step-size", help="Read this much (or this many entries) per step; bounds memory."),
@@ -39,7 +43,7 @@ def convert_cmd(
         raise typer.Exit(EXIT_SKIPPED_BAD)
 
 
-def print_summary(result) -> None:
+def print_summary(result: "ConvertResult") -> None:
     """Print a rich summary of a :class:`~sbt_batch.convert.ConvertResult` (and the skipped files)."""
     from rich.table import Table
 

@@ -9,16 +9,6 @@ import typer
 
 from sbt_batch.cli.app import app
 
-COLUMN_FLAGS = {
-    "variables": "--variables",
-    "label": "--class-column",
-    "training_weight": "--training-weight",
-    "event_weight": "--event-weight",
-    "post_fit_weight": "--post-fit-weight",
-    "sample": "--sample-column",
-}
-
-
 @app.command("sample-kinematics", rich_help_panel="Kinematics")
 def sample_kinematics(
     out: Path = typer.Argument(..., help="Output file: .csv, .h5/.hdf5 or .root (a TTree)."),

@@ -88,6 +88,12 @@ def _check_inputs(
     return x, sig, w
 
 
+def _check_totals(total_s: float, total_b: float) -> None:
+    """Both implementations need positive weighted signal and background totals."""
+    if total_s <= 0 or total_b <= 0:
+        raise UserError(f"sensitivity: weighted signal and background totals must be > 0 (S={total_s:g}, B={total_b:g})")
+
+
 def _fine_steps(x: np.ndarray, n_fine: int, score_range: tuple[float, float] | None) -> tuple[float, float, float]:
     """The lower edge, upper edge and steps-per-unit-score of the fine scan."""
     lo, hi = (float(x.min()), float(x.max())) if score_range is None else map(float, score_range)
@@ -150,8 +156,7 @@ def binned_sensitivity(
     b_f, s_f = sums[n_fine - 1 :: -1], sums[: n_fine - 1 : -1]
     b2_f, s2_f = sums2[n_fine - 1 :: -1], sums2[: n_fine - 1 : -1]
     total_s, total_b = float(s_f.sum()), float(b_f.sum())
-    if total_s <= 0 or total_b <= 0:
-        raise UserError(f"sensitivity: weighted signal and background totals must be > 0 (S={total_s:g}, B={total_b:g})")
+    _check_totals(total_s, total_b)
 
     # Greedy closing: each closed bin needs one vectorized search over the remaining fine steps.
     bounds: list[tuple[int, int]] = []
@@ -195,8 +200,7 @@ def binned_sensitivity_reference(
             total_s += weight
         else:
             total_b += weight
-    if total_s <= 0 or total_b <= 0:
-        raise UserError(f"sensitivity: weighted signal and background totals must be > 0 (S={total_s:g}, B={total_b:g})")
+    _check_totals(total_s, total_b)
 
     order = sorted(range(len(values)), key=lambda i: values[i], reverse=True)
     low: list[float] = []

@@ -25,11 +25,12 @@ import numpy as np
 from sbt_batch.config import check_keys, load_yaml
 from sbt_batch.console import console, log, progress
 from sbt_batch.errors import UserError
+from sbt_batch.evaluate import auc, roc_curve
 from sbt_batch.fileio import atomic_path, write_json_atomic
 from sbt_batch.rundir import RunDir
 from sbt_batch.tabular.columns import Columns, parse_list
-from sbt_batch.tabular.data import Datasets, load_datasets, parse_split, training_weights
-from sbt_batch.tabular.scalers import fit_scaler
+from sbt_batch.tabular.data import NEGATIVE_WEIGHT_MODES, Datasets, load_datasets, parse_split, training_weights
+from sbt_batch.tabular.scalers import SCALERS, fit_scaler
 from sbt_batch.tabular.sensitivity import binned_sensitivity
 
 SENSITIVITY_FILE = "sensitivity.json"
@@ -81,9 +82,8 @@ def resolve_config(spec: dict[str, Any], where: str = "config") -> TabularConfig
     """Build a :class:`TabularConfig` from a mapping (YAML spec merged with CLI flags), validated."""
     check_keys(spec, TabularConfig.__dataclass_fields__, where)
     spec = dict(spec)
-    for name in ("data",):
-        if name in spec:
-            spec[name] = [str(p) for p in (spec[name] if isinstance(spec[name], list) else [spec[name]])]
+    if "data" in spec:
+        spec["data"] = [str(p) for p in (spec["data"] if isinstance(spec["data"], list) else [spec["data"]])]
     if "units" in spec:
         try:
             spec["units"] = [int(u) for u in parse_list(spec["units"] if not isinstance(spec["units"], int) else [spec["units"]])]
@@ -109,9 +109,7 @@ def resolve_config(spec: dict[str, Any], where: str = "config") -> TabularConfig
 
 def _check_choices(cfg: TabularConfig) -> None:
     """Reject unknown scaler, optimizer, negative-weight mode or layer layout before any work starts."""
-    from sbt_batch.tabular.data import NEGATIVE_WEIGHT_MODES
     from sbt_batch.tabular.model import OPTIMIZERS, layer_spec
-    from sbt_batch.tabular.scalers import SCALERS
 
     for flag, value, allowed in (("--scaler", cfg.scaler, SCALERS), ("--optimizer", str(cfg.optimizer).lower(), OPTIMIZERS),
                                  ("--negative-weights", cfg.negative_weights, NEGATIVE_WEIGHT_MODES)):
@@ -139,19 +137,6 @@ def load_inputs(cfg: TabularConfig) -> Datasets:
         _columns(cfg), data=cfg.data, train=cfg.train, val=cfg.val, test=cfg.test, split=parse_split(cfg.split),
         seed=cfg.seed if cfg.split_seed is None else cfg.split_seed, tree=cfg.tree, key=cfg.hdf5_key,
     )
-
-
-def roc_auc(scores: np.ndarray, y: np.ndarray) -> float:
-    """Unweighted ROC AUC by ranks (Mann-Whitney), ties counted half."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # average ranks for ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1
-    ranks[order] = np.repeat(avg, counts)
-    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _save_checkpoint(path: Path, model: Any, epoch: int) -> None:
@@ -228,7 +213,7 @@ def train_one(cfg: TabularConfig, out: str | Path, repeat: int = 0, datasets: Da
         "sensitivity": result.sensitivity,
         "error": result.error,
         "n_bins": result.n_bins,
-        "auc": roc_auc(scores, test.y),
+        "auc": auc(*roc_curve(test.y, scores)),  # unweighted, ties counted half
         "test_events": len(test),
         "test_weight_scale": data.test_scale,
         "final": history[-1] if history else {},
@@ -250,14 +235,13 @@ def train_tabular(cfg: TabularConfig, out: str | Path | None = None) -> dict[str
         raise UserError("--out: give the run directory (or 'out:' in the --config file)")
     out = Path(out if out is not None else cfg.out)  # type: ignore[arg-type]
     cfg.out = str(out)
+    data = load_inputs(cfg)  # load and validate once, before any directory is made
     if cfg.repeat_index is not None:  # one array task: RUN/repeat-<i>, as with --repeats N
         from sbt_batch.fileio import check_writable_dir
 
-        data = load_inputs(cfg)
         check_writable_dir((out.parent if str(out.parent) else Path(".")).resolve(), "run parent")
         out.mkdir(exist_ok=True)  # concurrent tasks may race here; exist_ok makes that harmless
         return train_one(cfg, out / f"{REPEAT_PREFIX}{cfg.repeat_index}", cfg.repeat_index, data)
-    data = load_inputs(cfg)  # load and validate once, before any directory is made
     if cfg.repeats == 1:
         return train_one(cfg, out, 0, data)
     from sbt_batch.tabular.repeats import collect_repeats

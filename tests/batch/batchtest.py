@@ -1,4 +1,4 @@
-"""Helpers shared by the local and Slurm batch tests: probe runs, waiting for states, comparing HDF5."""
+"""Helpers shared by the batch tests: sample ntuples, probe runs, waiting for states, comparing HDF5."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conftest import run_sbt
 from sbt_batch.batch.core import TaskStatus, run_status
 from sbt_batch.batch.run import Run, Task
 from sbt_batch.batch.submit import SubmitOptions, submit_new_run
+
+
+def sample_ntuples(folder: Path, kind: str, files: int, events: int, *extra: str) -> Path:
+    """Write ``files`` real ROOT ntuples into ``folder`` with `sbt-batch sample-ntuples` (asserts success)."""
+    result = run_sbt("sample-ntuples", folder, "--kind", kind, "--files", str(files), "--events", str(events), *extra)
+    assert result.returncode == 0, result.stderr
+    return folder
 
 
 def probe_tasks(n: int, *, sleep: float = 0, exit_code: int = 0, done_if: Path | None = None, args: list[str] | None = None) -> list[Task]:

@@ -201,3 +201,12 @@ def test_status_watch_and_runs_on_a_finished_run(tmp_path):
     assert watch.returncode == 0 and "1 tasks: 1 completed" in watch.stdout
     listing = run_sbt("runs", "--runs-dir", tmp_path)
     assert "done-" in listing.stdout and "completed" in listing.stdout
+
+
+@pytest.mark.parametrize("option", ["--directive", "--partition", "--account"])
+def test_newline_in_a_slurm_value_is_refused_before_the_run_exists(tmp_path, roots, option):
+    # a #SBATCH line ends at the newline whatever the quoting: the rest would run as a shell line
+    result = run_sbt("submit", "convert", roots, "-o", tmp_path / "out", "--backend", "slurm", option, "x\necho pwned #",
+                     "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(result, option, "newline")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()

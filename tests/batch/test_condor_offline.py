@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from batchtest import sample_ntuples
 from conftest import assert_one_line_error, run_sbt
 from sbt_batch.batch.backend import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 from sbt_batch.batch.run import Run, Task
@@ -236,10 +237,7 @@ def test_state_from_job_ad():
 @pytest.fixture(scope="module")
 def ntuple(tmp_path_factory) -> Path:
     """One small real ntuple (`sbt-batch sample-ntuples`)."""
-    folder = tmp_path_factory.mktemp("nt")
-    result = run_sbt("sample-ntuples", folder, "--kind", "background", "--files", "1", "--events", "5")
-    assert result.returncode == 0, result.stderr
-    return next(folder.glob("*.root"))
+    return next(sample_ntuples(tmp_path_factory.mktemp("nt"), "background", 1, 5).glob("*.root"))
 
 
 def _profile(tmp_path: Path, text: str) -> Path:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from batchtest import assert_same_hdf5, probe_output, probe_tasks, settled, states, submit_probe, submitted_run, wait_rows
+from batchtest import (
+    assert_same_hdf5, probe_output, probe_tasks, sample_ntuples, settled, states, submit_probe, submitted_run, wait_rows,
+)
 from conftest import assert_one_line_error, run_sbt
 from sbt_batch.batch.core import cancel_run, run_status
 from sbt_batch.batch.run import Run
@@ -21,11 +23,7 @@ NASTY = "we ird; $(touch PWNED) 'q' \"d\" `x` #h"
 @pytest.fixture(scope="module")
 def ntuples(tmp_path_factory) -> Path:
     """Three small sample ntuples (real ROOT files from `sbt-batch sample-ntuples`)."""
-    d = tmp_path_factory.mktemp("nt")
-    result = run_sbt("sample-ntuples", d, "--kind", "background", "--files", "3", "--events", "30", "--seed", "4")
-    assert result.returncode == 0, result.stderr
-    return d
-
+    return sample_ntuples(tmp_path_factory.mktemp("nt"), "background", 3, 30, "--seed", "4")
 
 
 def test_convert_end_to_end_matches_direct(tmp_path, ntuples):
@@ -106,8 +104,7 @@ def test_special_characters_arrive_unchanged(tmp_path):
 
 
 def test_kill_while_writing_leaves_no_partial_output(tmp_path):
-    nt = tmp_path / "nt"
-    assert run_sbt("sample-ntuples", nt, "--kind", "background", "--files", "1", "--events", "5000").returncode == 0
+    nt = sample_ntuples(tmp_path / "nt", "background", 1, 5000)
     runs = tmp_path / "runs"
     run = submitted_run(run_sbt("submit", "convert", nt, "-o", tmp_path / "out", "--runs-dir", runs, "--convert-args", "--step-size 100"), runs)
     parts = tmp_path / "out" / "parts"

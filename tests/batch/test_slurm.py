@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from batchtest import assert_same_hdf5, probe_output, probe_tasks, settled, states, submit_probe, submitted_run, wait_rows
+from batchtest import (
+    assert_same_hdf5, probe_output, probe_tasks, sample_ntuples, settled, states, submit_probe, submitted_run, wait_rows,
+)
 from conftest import assert_one_line_error, run_sbt
 from sbt_batch.batch.run import Run
 from sbt_batch.errors import EXIT_INCOMPLETE
@@ -34,11 +36,7 @@ def timeout_run(slurm_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ntuples(slurm_cluster, tmp_path_factory, timeout_run) -> Path:
     """Three small sample ntuples (real ROOT files)."""
-    d = tmp_path_factory.mktemp("nt")
-    result = run_sbt("sample-ntuples", d, "--kind", "signal", "--files", "3", "--events", "40", "--seed", "7")
-    assert result.returncode == 0, result.stderr
-    return d
-
+    return sample_ntuples(tmp_path_factory.mktemp("nt"), "signal", 3, 40, "--seed", "7")
 
 
 def test_convert_array_end_to_end_matches_direct(tmp_path, ntuples):
