@@ -25,13 +25,16 @@ from sbt_batch import __version__
 from sbt_batch.console import log
 from sbt_batch.errors import InputFileError, UserError, one_line
 from sbt_batch.fileio import atomic_path, check_writable_dir
-from sbt_batch.baskets import basket_dtype, iter_gathered
+from sbt_batch.baskets import Layout, LayoutError, NonFiniteError, TowerCountError, first_nonfinite, iter_gathered, tower_layout
 from sbt_batch.geometry import DEFAULT_ETA_MAX, Grid, GridError, build_grid
 from sbt_batch.h5chunks import EventWriter, copy_events
+from sbt_batch.provenance import check_part_versions, remember_root, stamp_convert, stamp_merge
 
 if TYPE_CHECKING:  # pragma: no cover
     import h5py
     import numpy as np
+
+    from sbt_batch.remote import RemoteOptions
 
 TREE = "mytree"  # the event tree of the gFEX ntuples
 MAPS_TREE = "maps"  # the tree with one entry of tower coordinates
@@ -71,10 +74,18 @@ def use_fast_inflate() -> bool:
     return False
 
 
-def open_root(path: str | Path) -> Any:
-    """Open ``path`` with uproot, raising InputFileError for missing, non-ROOT, truncated or corrupt files."""
+def open_root(path: str | Path, remote: "RemoteOptions | None" = None) -> Any:
+    """Open a local file or a root:// or http(s):// URL with uproot; InputFileError for missing, unreachable, non-ROOT, truncated or corrupt files.
+
+    Local files are memory-mapped; URLs are read through :mod:`sbt_batch.remote` (timeouts, retries
+    with backoff, readahead, ``remote`` options). Both count the bytes they read, for MB/s.
+    """
     import uproot
 
+    from sbt_batch.remote import is_url, local_source
+
+    if is_url(path):
+        return _open_remote(str(path), remote)
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "no such file or directory")
@@ -91,10 +102,35 @@ def open_root(path: str | Path) -> Any:
     try:
         # a memory map: baskets are inflated (or, when stored uncompressed, gathered) straight from the
         # page cache, with no read() copy and no reopening per basket as the default fsspec source does
-        rfile = uproot.open(path, array_cache=None, object_cache=None, handler=uproot.source.file.MemmapSource)
+        rfile = uproot.open(path, array_cache=None, object_cache=None, handler=local_source())
     except Exception as exc:  # uproot raises many types for damaged headers
         raise InputFileError(path, f"truncated or corrupt ROOT file ({one_line(exc)})") from None
-    size = path.stat().st_size
+    return _check_size(rfile, path, path.stat().st_size)
+
+
+def _open_remote(url: str, remote: "RemoteOptions | None") -> Any:
+    """open_root for a URL: transient errors retried, then one InputFileError (a RemoteError) naming the URL."""
+    from sbt_batch.remote import open_url
+
+    use_fast_inflate()
+    try:
+        rfile = open_url(url, remote, array_cache=None, object_cache=None)
+    except UserError:  # RemoteError (unreachable, missing, refused) or a missing client package
+        raise
+    except Exception as exc:  # the server answered, but not with a ROOT file
+        text = one_line(exc)
+        problem = "not a ROOT file" if "not a ROOT file" in text else f"truncated or corrupt ROOT file ({text})"
+        raise InputFileError(url, problem) from None
+    try:
+        size = rfile.file.source.num_bytes  # one stat/HEAD request, retried like the reads
+    except UserError:
+        rfile.close()
+        raise
+    return _check_size(rfile, url, size)
+
+
+def _check_size(rfile: Any, path: str | Path, size: int) -> Any:
+    """``rfile``, unless the file is shorter than its header says (then closed, and InputFileError)."""
     end = getattr(rfile.file, "fEND", size)
     if size < end:
         rfile.close()
@@ -106,6 +142,8 @@ def get_tree(rfile: Any, path: Path, name: str) -> Any:
     """The TTree or RNTuple ``name`` in ``rfile``, or InputFileError naming file and tree."""
     try:
         classes = rfile.classnames()
+    except InputFileError:  # a remote read that failed (sbt_batch.remote.RemoteError)
+        raise
     except Exception as exc:
         raise InputFileError(path, f"truncated or corrupt ROOT file ({one_line(exc)})") from None
     keys = {k.split(";")[0]: v for k, v in classes.items()}
@@ -116,6 +154,8 @@ def get_tree(rfile: Any, path: Path, name: str) -> Any:
         raise InputFileError(path, f"'{name}' is a {keys[name]}, not a TTree or RNTuple")
     try:
         return rfile[name]
+    except InputFileError:
+        raise
     except Exception as exc:
         raise InputFileError(path, f"tree '{name}': truncated or corrupt ({one_line(exc)})") from None
 
@@ -132,14 +172,28 @@ def _is_rntuple(tree) -> bool:
 
 
 def _towers_per_entry(tree, path: Path, tree_name: str) -> int | None:
-    """Length of the fixed-size gTowerEt array (None when it cannot be known without reading)."""
+    """Towers per entry of a fixed-size gTowerEt array; None for std::vector/RVec (each entry has its own) and RNTuple."""
     if _is_rntuple(tree):
         return None
-    interp = tree[ET_BRANCH].interpretation
-    inner = getattr(interp, "inner_shape", None)
-    if inner is None or len(inner) != 1:
-        raise InputFileError(path, f"tree '{tree_name}' branch '{ET_BRANCH}' is not a fixed-size float array ({interp})")
-    return int(inner[0])
+    branch = tree[ET_BRANCH]
+    try:
+        layout = tower_layout(branch)
+    except LayoutError as exc:
+        raise InputFileError(path, f"tree '{tree_name}' branch '{ET_BRANCH}' {exc}") from None
+    if layout is not None:
+        return layout.items
+    return int(branch.interpretation.inner_shape[0])  # a fixed array of another type: uproot's generic read
+
+
+def _check_rho_branch(tree, path: Path, tree_name: str) -> None:
+    """Refuse a rho branch that is not one number per event (for example ``float[2]``)."""
+    if _is_rntuple(tree):
+        return  # checked when read
+    branch = tree[RHO_BRANCH]
+    from_dtype = getattr(branch.interpretation, "from_dtype", None)
+    if type(branch.interpretation).__name__ != "AsDtype" or from_dtype is None or from_dtype.shape != () or from_dtype.kind not in "fiu":
+        typename = getattr(branch, "typename", "") or str(branch.interpretation)
+        raise InputFileError(path, f"tree '{tree_name}' branch '{RHO_BRANCH}' is {typename}; expected one float or double per event")
 
 
 @dataclass
@@ -150,14 +204,20 @@ class Source:
     entries: int
     grid: Grid
     rntuple: bool = False
+    pad_towers: bool = False  # pad short tower arrays with 0 and truncate long ones (root_numpy's (branch, 0, N))
+    remote: "RemoteOptions | None" = None  # timeouts and retries for a URL input (its path is then a str)
 
 
-def scan_input(path: str | Path, tree: str = TREE, maps_tree: str = MAPS_TREE, eta_max: float = DEFAULT_ETA_MAX) -> Source:
-    """Open one input, check its trees and branches, and build its grid; InputFileError on any problem."""
+def scan_input(path: str | Path, tree: str = TREE, maps_tree: str = MAPS_TREE, eta_max: float = DEFAULT_ETA_MAX, pad_towers: bool = False,
+               remote: "RemoteOptions | None" = None) -> Source:
+    """Open one input (a path or URL), check its trees and branches, and build its grid; InputFileError on any problem."""
     import numpy as np
 
-    path = Path(path)
-    rfile = open_root(path)
+    from sbt_batch.remote import as_input
+
+    path = as_input(path)  # a URL stays a str
+    rfile = open_root(path, remote)
+    remember_root(path, rfile)  # provenance: size and header UUID, no extra read
     try:
         maps = get_tree(rfile, path, maps_tree)
         _check_branches(maps, path, maps_tree, (ETA_BRANCH, PHI_BRANCH))
@@ -177,23 +237,30 @@ def scan_input(path: str | Path, tree: str = TREE, maps_tree: str = MAPS_TREE, e
         events = get_tree(rfile, path, tree)
         _check_branches(events, path, tree, (ET_BRANCH, RHO_BRANCH))
         n_towers = _towers_per_entry(events, path, tree)
-        if n_towers is not None and n_towers != grid.n_towers:
+        _check_rho_branch(events, path, tree)
+        if n_towers is not None and n_towers != grid.n_towers and not pad_towers:
             raise InputFileError(
                 path, f"tree '{tree}' branch '{ET_BRANCH}' has {n_towers} towers but '{maps_tree}' has {grid.n_towers}"
-            )
-        return Source(path=path, entries=int(events.num_entries), grid=grid, rntuple=_is_rntuple(events))
+                " (--pad-towers pads or truncates)"
+            )  # fmt: skip
+        return Source(path=path, entries=int(events.num_entries), grid=grid, rntuple=_is_rntuple(events), pad_towers=pad_towers,
+                      remote=remote if isinstance(path, str) else None)
     finally:
         rfile.close()
 
 
-def iter_steps(
-    source: Source, tree: str, step: int, entry_start: int = 0, entry_stop: int | None = None
-) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
-    """Yield (towers in grid order (n, rows*cols), rho (n,)) steps of ``source``; read errors become InputFileError.
+Step = tuple["np.ndarray", "np.ndarray", int]  # (towers (n, rows*cols) in grid order, rho (n,), events padded or truncated)
+
+
+def iter_steps(source: Source, tree: str, step: int, entry_start: int = 0, entry_stop: int | None = None) -> Iterator[Step]:
+    """Yield (towers in grid order (n, rows*cols), rho (n,), events padded) steps of ``source``; read errors become InputFileError.
 
     The towers keep the file's byte order (big-endian from TTree baskets); each block may be a view
     of a reused buffer, valid until the next step is asked for. The file is mapped again for every
-    step, so the pages one step touched leave the process's resident memory when it is done.
+    step, so the pages one step touched leave the process's resident memory when it is done. An
+    entry whose tower count differs from the maps, or a NaN or infinity in the towers that are kept
+    or in rho, is an InputFileError naming the entry (``source.pad_towers``: counts are padded or
+    truncated instead, and counted).
     """
     stop = source.entries if entry_stop is None else min(entry_stop, source.entries)
     step = max(1, int(step))
@@ -201,56 +268,104 @@ def iter_steps(
         yield from _read_step(source, tree, step, lo, min(lo + step, stop))
 
 
-def _read_step(source: Source, tree: str, step: int, start: int, stop: int) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
+def _read_step(source: Source, tree: str, step: int, start: int, stop: int) -> Iterator[Step]:
     path = source.path
-    rfile = open_root(path)
+    rfile = open_root(path, source.remote)
     try:
         events = get_tree(rfile, path, tree)
-        if not source.rntuple and basket_dtype(events[ET_BRANCH], source.grid.n_towers) is not None:
-            steps = _basket_steps(events, source.grid.index, step, start, stop)
+        layout = None if source.rntuple else tower_layout(events[ET_BRANCH])  # scan_input checked it
+        if layout is not None:
+            steps = _basket_steps(events, layout, source, tree, step, start, stop)
         else:
-            steps = _uproot_steps(events, path, tree, source.grid.n_towers, source.grid.index, step, start, stop)
+            steps = _uproot_steps(events, path, tree, source, step, start, stop)
         while True:
             try:
-                et, rho = next(steps)
+                et, rho, padded = next(steps)
             except StopIteration:
                 return
             except InputFileError:
                 raise
+            except TowerCountError as exc:
+                raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}': {exc} (--pad-towers pads or truncates)") from None
+            except NonFiniteError as exc:
+                raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}': {exc}") from None
             except Exception as exc:  # decompression, deserialization, short reads
                 raise InputFileError(path, f"tree '{tree}': truncated or corrupt data ({one_line(exc)})") from None
-            yield et, rho
+            yield et, rho, padded
     finally:
         rfile.close()
 
 
-def _basket_steps(events, index: "np.ndarray", step: int, entry_start: int, entry_stop: int | None) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
+def _checked_rho(rho: "np.ndarray", path: Path, tree: str, at: int) -> "np.ndarray":
+    """``rho`` when it is one finite number per event; InputFileError naming the first bad entry otherwise."""
+    if rho.dtype == object or rho.ndim != 1:
+        raise InputFileError(path, f"tree '{tree}' branch '{RHO_BRANCH}' is not one number per event (shape {rho.shape[1:]})")
+    bad = first_nonfinite(rho)
+    if bad is not None:
+        raise InputFileError(path, f"tree '{tree}' branch '{RHO_BRANCH}': {NonFiniteError(at + bad)}")
+    return rho
+
+
+def _basket_steps(events, layout: Layout, source: Source, tree: str, step: int, entry_start: int, entry_stop: int | None) -> Iterator[Step]:
     """TTree fast path: towers gathered from the baskets (:mod:`sbt_batch.baskets`), rho read alongside."""
     rho_branch = events[RHO_BRANCH]
+    grid = source.grid
     at = entry_start
-    for block in iter_gathered(events[ET_BRANCH], index, step, entry_start, entry_stop):
+    blocks = iter_gathered(events[ET_BRANCH], layout, grid.index, step, entry_start, entry_stop, n_towers=grid.n_towers, pad=source.pad_towers)
+    for block, padded in blocks:
         rho = rho_branch.array(entry_start=at, entry_stop=at + len(block), library="np")
+        yield block, _checked_rho(rho, source.path, tree, at), padded
         at += len(block)
-        yield block, rho
 
 
-def _uproot_steps(events, path: Path, tree: str, n_towers: int, index: "np.ndarray", step: int, entry_start: int, entry_stop: int | None) -> Iterator[tuple["np.ndarray", "np.ndarray"]]:
+def _uproot_steps(events, path: Path, tree: str, source: Source, step: int, entry_start: int, entry_stop: int | None) -> Iterator[Step]:
     """Any layout uproot reads (RNTuple included): ``iterate`` in steps, then gather the grid's towers."""
     import numpy as np
 
+    at = entry_start
     for arrays in events.iterate([ET_BRANCH, RHO_BRANCH], step_size=step, library="np", entry_start=entry_start, entry_stop=entry_stop):
-        et = arrays[ET_BRANCH]
-        if et.dtype == object or et.ndim != 2:
-            raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}' is not a fixed-size array")
-        if et.shape[1] != n_towers:
-            raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}' has {et.shape[1]} towers but the maps have {n_towers}")
-        yield np.take(et, index, axis=1), arrays[RHO_BRANCH]  # 3x faster than et[:, index]
+        et, padded = _tower_rows(arrays[ET_BRANCH], path, tree, source.grid.n_towers, source.pad_towers, at)
+        towers = np.take(et, source.grid.index, axis=1)  # 3x faster than et[:, index]
+        bad = first_nonfinite(towers)
+        if bad is not None:
+            raise NonFiniteError(at + bad)
+        yield towers, _checked_rho(arrays[RHO_BRANCH], path, tree, at), padded
+        at += len(towers)
+
+
+def _tower_rows(et: "np.ndarray", path: Path, tree: str, n_towers: int, pad: bool, at: int) -> tuple["np.ndarray", int]:
+    """uproot's gTowerEt of one step as (n, n_towers) rows and the entries padded or truncated (only with ``pad``)."""
+    import numpy as np
+
+    if et.dtype == object:  # variable length (an RNTuple vector, or a layout the basket path does not take)
+        lengths = np.fromiter((len(x) for x in et), dtype=np.int64, count=len(et))
+        wrong = np.flatnonzero(lengths != n_towers)
+        if not len(wrong):
+            return (np.stack(et) if len(et) else np.empty((0, n_towers), np.float32)), 0
+        if not pad:
+            raise TowerCountError(at + int(wrong[0]), int(lengths[wrong[0]]), n_towers)
+        rows = np.zeros((len(et), n_towers), dtype=np.result_type(*[np.asarray(x).dtype for x in et[wrong[:1]]]))
+        for i, x in enumerate(et):
+            rows[i, : min(len(x), n_towers)] = x[:n_towers]
+        return rows, len(wrong)
+    if et.ndim != 2:
+        raise InputFileError(path, f"tree '{tree}' branch '{ET_BRANCH}' is not one value per tower (shape {et.shape[1:]})")
+    if et.shape[1] == n_towers:
+        return et, 0
+    if not pad:
+        raise TowerCountError(at, et.shape[1], n_towers)
+    rows = np.zeros((len(et), n_towers), dtype=et.dtype)
+    k = min(et.shape[1], n_towers)
+    rows[:, :k] = et[:, :k]
+    return rows, len(et)
 
 
 def read_entries(path: str | Path, tree: str = TREE) -> int:
-    """Events in a converted HDF5 file (its gTowerEt length) or entries of ``tree`` in a ROOT file."""
-    path = Path(path)
-    if _is_hdf5(path):
+    """Events in a converted HDF5 file (its gTowerEt length) or entries of ``tree`` in a ROOT file (local or URL)."""
+    from sbt_batch.remote import as_input
+
+    path = as_input(path)
+    if isinstance(path, Path) and _is_hdf5(path):
         import h5py
 
         try:
@@ -360,14 +475,15 @@ def _utc_now() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds: "h5py.Dataset", idx_ds: "h5py.Dataset", at: int, file_index: int, step: int, on_step: Callable[[int], None] | None = None) -> int:
-    """Convert ``source`` into the datasets from event ``at``, in steps; return its event count."""
+def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds: "h5py.Dataset", idx_ds: "h5py.Dataset", at: int, file_index: int, step: int, on_step: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Convert ``source`` into the datasets from event ``at``, in steps; return (events, events padded or truncated)."""
     import numpy as np
 
     rows, cols = source.grid.shape
-    done = 0
-    for et, rho in iter_steps(source, tree, step):
+    done = n_padded = 0
+    for et, rho, padded in iter_steps(source, tree, step):
         n = len(rho)
+        n_padded += padded
         et_out.write(at + done, et.reshape(n, rows, cols))
         rho_ds[at + done : at + done + n] = rho
         idx_ds[at + done : at + done + n] = np.full(n, file_index, dtype=np.int32)
@@ -376,7 +492,7 @@ def convert_into(source: Source, tree: str, et_out: EventWriter, rho_ds: "h5py.D
             on_step(n)
     if done != source.entries:
         raise InputFileError(source.path, f"tree '{tree}': read {done} entries but the tree has {source.entries}")
-    return done
+    return done, n_padded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,11 +513,19 @@ class ConvertResult:
     seconds: float
     workers: int
     raw_chunks: int = 0
+    padded: int = 0  # events whose tower count was padded or truncated (--pad-towers)
+    pad_towers: bool = False
+    bytes_read: int = 0  # input bytes read (compressed, local or remote), scan included
 
     @property
     def rate(self) -> float:
         """Events per second."""
         return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mb_rate(self) -> float:
+        """Input MB (10^6 bytes, compressed) read per second."""
+        return self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
 
 
 def _fail_or_skip(exc: InputFileError, skip_bad: bool, skipped: list[tuple[str, str]]) -> None:
@@ -411,12 +535,13 @@ def _fail_or_skip(exc: InputFileError, skip_bad: bool, skipped: list[tuple[str, 
     skipped.append((exc.path, exc.problem))
 
 
-def scan_inputs(paths: Sequence[Path], tree: str, maps_tree: str, eta_max: float, skip_bad: bool, skipped: list[tuple[str, str]]) -> list[Source]:
-    """Scan every input in order; the first good one defines the grid that the others must share."""
+def scan_inputs(paths: Sequence[Path | str], tree: str, maps_tree: str, eta_max: float, skip_bad: bool, skipped: list[tuple[str, str]], pad_towers: bool = False,
+                remote: "RemoteOptions | None" = None) -> list[Source]:
+    """Scan every input (paths or URLs) in order; the first good one defines the grid that the others must share."""
     sources: list[Source] = []
     for path in paths:
         try:
-            source = scan_input(path, tree, maps_tree, eta_max)
+            source = scan_input(path, tree, maps_tree, eta_max, pad_towers, remote)
             if sources and not source.grid.same_grid(sources[0].grid):
                 raise InputFileError(
                     path, f"tree '{maps_tree}': the {source.grid.rows}x{source.grid.cols} tower grid differs from "
@@ -453,6 +578,9 @@ def convert(
     profile: dict[str, Any] | None = None,
     show_progress: bool = False,
     level: int | None = 1,
+    pad_towers: bool = False,
+    read_timeout: float | None = None,
+    read_retries: int | None = None,
 ) -> ConvertResult:
     """Convert gFEX ntuples (files, dirs, globs, @lists) to one HDF5 file; event order = input order.
 
@@ -460,7 +588,11 @@ def convert(
     per file on a local cluster of ``workers`` processes (default: the CPU count, at most one per file,
     and in-process for less than LOCAL_CLUSTER_MIN_BYTES of tower data), on ``scheduler``,
     or on a dask-jobqueue ``cluster`` ("slurm" or "condor") of ``jobs`` jobs. ``level`` is the deflate
-    level of the output (None: uncompressed chunks, for measurements).
+    level of the output (None: uncompressed chunks, for measurements). ``pad_towers`` pads tower
+    arrays shorter than the maps with 0 and truncates longer ones (root_numpy's behaviour), counting
+    the events affected; otherwise such an event is an error naming the file and entry. Inputs may
+    be root:// or http(s):// URLs: each request waits at most ``read_timeout`` seconds and is
+    retried ``read_retries`` times with backoff on transient errors (:mod:`sbt_batch.remote`).
     """
     from sbt_batch.inputs import expand_inputs
 
@@ -474,10 +606,15 @@ def convert(
     from sbt_batch.parallel import check_cluster_options, default_workers
 
     check_cluster_options(scheduler, cluster, jobs)
+    remote = remote_options(read_timeout, read_retries)
+    from sbt_batch.remote import bytes_read
+
+    bytes0, dask_bytes = bytes_read(), [0]  # this thread's reads; the dask ranges' reads
     check_output(output)
     paths = expand_inputs(inputs)
     skipped: list[tuple[str, str]] = []
-    sources = scan_inputs(paths, tree, maps_tree, eta_max, skip_bad, skipped)
+    padded: list[int] = []  # events padded or truncated, per converted input
+    sources = scan_inputs(paths, tree, maps_tree, eta_max, skip_bad, skipped, pad_towers, remote)
     if not sources:
         raise UserError(f"no readable inputs among {len(paths)} file(s): " + "; ".join(f"{p}: {r}" for p, r in skipped))
     grid = sources[0].grid
@@ -493,10 +630,10 @@ def convert(
         with h5py.File(tmp, "w", rdcc_nbytes=8 * 1024**2) as h5:
             create_datasets(h5, total, grid.shape, level)
             if not distributed:
-                files, n_workers, raw = _convert_serial(sources, h5, tree, step, skip_bad, skipped, show_progress), 1, 0
+                files, n_workers, raw = _convert_serial(sources, h5, tree, step, skip_bad, skipped, show_progress, padded), 1, 0
         if distributed:  # the output is closed here: dask workers may write it
             files, n_workers, raw = _convert_dask(sources, str(tmp), tree, step, skip_bad, skipped, workers, scheduler,
-                                                  cluster, jobs, profile, show_progress, level)  # fmt: skip
+                                                  cluster, jobs, profile, show_progress, level, padded, dask_bytes)  # fmt: skip
         with h5py.File(tmp, "r+") as h5:
             events = sum(n for _, n in files)
             for name in (ET_DATASET, RHO_DATASET, INDEX_DATASET):
@@ -515,11 +652,25 @@ def convert(
                 "created": _utc_now(),
                 "skipped": [{"path": p, "reason": r} for p, r in skipped],
                 "n_skipped": len(skipped),
+                "pad_towers": bool(pad_towers),
+                "padded": [int(n) for n in padded],
+                "n_padded": int(sum(padded)),
             })  # fmt: skip
-    return ConvertResult(output, events, files, skipped, grid.shape, float(eta_max), time.perf_counter() - t0, n_workers, raw)
+            stamp_convert(h5, output, [p for p, _ in files])
+    return ConvertResult(output, events, files, skipped, grid.shape, float(eta_max), time.perf_counter() - t0, n_workers, raw,
+                         int(sum(padded)), pad_towers, bytes_read() - bytes0 + dask_bytes[0])  # fmt: skip
+
+
+def remote_options(read_timeout: float | None = None, read_retries: int | None = None) -> "RemoteOptions":
+    """RemoteOptions from ``--read-timeout`` and ``--read-retries`` (None: the defaults), checked."""
+    from sbt_batch.remote import DEFAULT_RETRIES, DEFAULT_TIMEOUT, RemoteOptions
+
+    timeout = DEFAULT_TIMEOUT if read_timeout is None else float(read_timeout)
+    return RemoteOptions(timeout=timeout, retries=DEFAULT_RETRIES if read_retries is None else int(read_retries)).check()
 
 
 def _progress(show: bool, n_files: int):
+    """A progress bar over ``n_files`` inputs with a rate field (hidden unless ``show``)."""
     from sbt_batch.console import progress
 
     bar = progress(transient=False)
@@ -529,39 +680,47 @@ def _progress(show: bool, n_files: int):
     return bar, task
 
 
-def _rate_text(events: int, t0: float) -> str:
+def _rate_text(events: int, t0: float, nbytes: int | None = None) -> str:
+    """``events/s`` since ``t0``, and the input MB/s when ``nbytes`` (bytes read, compressed) is given."""
     dt = time.perf_counter() - t0
-    return f"{events / dt:,.0f} events/s" if dt > 0 else ""
+    if dt <= 0:
+        return ""
+    text = f"{events / dt:,.0f} events/s"
+    return text if nbytes is None else f"{text}, {nbytes / dt / 1e6:,.1f} MB/s"
 
 
-def _convert_serial(sources: list[Source], h5, tree: str, step: int, skip_bad: bool, skipped: list, show: bool) -> list[tuple[str, int]]:
+def _convert_serial(sources: list[Source], h5, tree: str, step: int, skip_bad: bool, skipped: list, show: bool, padded: list[int]) -> list[tuple[str, int]]:
     files: list[tuple[str, int]] = []
     at = 0
     t0 = time.perf_counter()
     bar, task = _progress(show, len(sources))
     counter = [0]
     writer = EventWriter(h5[ET_DATASET])
+    from sbt_batch.remote import bytes_read
+
+    bytes0 = bytes_read()
 
     def on_step(n: int) -> None:
         counter[0] += n
-        bar.update(task, rate=_rate_text(counter[0], t0))
+        bar.update(task, rate=_rate_text(counter[0], t0, bytes_read() - bytes0))
 
     with bar:
         for source in sources:
             try:
-                n = convert_into(source, tree, writer, h5[RHO_DATASET], h5[INDEX_DATASET], at, len(files), step, on_step)
+                n, n_padded = convert_into(source, tree, writer, h5[RHO_DATASET], h5[INDEX_DATASET], at, len(files), step, on_step)
             except InputFileError as exc:
                 _fail_or_skip(exc, skip_bad, skipped)  # the slots it wrote are overwritten or trimmed
                 bar.advance(task)
                 continue
             files.append((str(source.path), n))
+            padded.append(n_padded)
             at += n
             bar.advance(task)
     writer.flush()
     return files
 
 
-def _convert_dask(sources, output, tree, step, skip_bad, skipped, workers, scheduler, cluster, jobs, profile, show, level):
+def _convert_dask(sources, output, tree, step, skip_bad, skipped, workers, scheduler, cluster, jobs, profile, show, level, padded, nbytes=None):
     from sbt_batch.convert_tasks import convert_distributed
     from sbt_batch.parallel import dask_client
 
@@ -569,9 +728,12 @@ def _convert_dask(sources, output, tree, step, skip_bad, skipped, workers, sched
         n_workers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
         state = convert_distributed(client, sources, output, tree, step, skip_bad, level, show, n_workers)
     for path, reason in state.skipped:
-        _fail_or_skip(InputFileError(Path(path), reason), True, skipped)
+        _fail_or_skip(InputFileError(path, reason), True, skipped)  # str: a URL must keep its '//'
     if state.error:
         raise InputFileError(*state.error)
+    padded.extend(state.padded)
+    if nbytes is not None:
+        nbytes[0] += state.bytes
     return [(str(p), n) for p, n in state.files], n_workers, state.raw
 
 
@@ -629,11 +791,13 @@ def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events:
                 infos.append({
                     "n": n, "shape": h5[ET_DATASET].shape[1:], "entries": entries,
                     "inputs": _load_attr_list(h5, "inputs"), "skipped": _load_attr_list(h5, "skipped"),
+                    "padded": [int(p) for p in _load_attr_list(h5, "padded")], "pad_towers": bool(h5.attrs.get("pad_towers", False)),
                     "eta": np.asarray(h5.attrs.get("eta_centers", [])), "phi": np.asarray(h5.attrs.get("phi_centers", [])),
                     "eta_max": h5.attrs.get("eta_max"), "has_index": INDEX_DATASET in h5,
                 })  # fmt: skip
         except OSError as exc:
             raise InputFileError(part, f"cannot read HDF5 ({one_line(exc)})") from None
+    check_part_versions(parts)  # one tool version unless collect --allow-mixed
     first = infos[0]
     for part, info in zip(parts, infos):
         if info["shape"] != first["shape"] or not (np.array_equal(info["eta"], first["eta"]) and np.array_equal(info["phi"], first["phi"])):
@@ -645,6 +809,7 @@ def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events:
     inputs: list[str] = []
     entries: list[int] = []
     skipped: list = []
+    padded: list[int] = []
     with atomic_path(out, suffix=".h5") as tmp:
         with h5py.File(tmp, "w", rdcc_nbytes=8 * 1024**2) as h5:
             create_datasets(h5, total, tuple(first["shape"]))
@@ -664,6 +829,7 @@ def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events:
                 inputs += part_inputs
                 entries += info["entries"] or [n]
                 skipped += info["skipped"]
+                padded += info["padded"] or [0] * len(info["entries"] or [n])
                 at += n
             write_provenance(h5, {
                 "inputs": inputs, "entries": entries,
@@ -671,5 +837,7 @@ def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events:
                 "eta_centers": first["eta"], "phi_centers": first["phi"],
                 "tool": "sbt-batch merge", "tool_version": __version__, "created": _utc_now(),
                 "merged_from": [str(p) for p in parts], "skipped": skipped, "n_skipped": len(skipped),
+                "pad_towers": any(i["pad_towers"] for i in infos), "padded": padded, "n_padded": int(sum(padded)),
             })  # fmt: skip
+            stamp_merge(h5, out, parts)
     return MergeResult(out, total, [(str(p), i["n"]) for p, i in zip(parts, infos)], inputs, raw)

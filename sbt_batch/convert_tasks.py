@@ -61,6 +61,9 @@ def encode_range(source: "Source", tree: str, start: int, stop: int, at: int, st
 
     from sbt_batch.convert import CHUNK_EVENTS, iter_steps
     from sbt_batch.h5chunks import chunk_encoder
+    from sbt_batch.remote import bytes_read
+
+    bytes0 = bytes_read()  # this thread's input bytes: the range's delta goes back for the MB/s of the progress bar
 
     chunk = CHUNK_EVENTS  # the output's chunk grid, on which plan_ranges put the inner range ends
     rows, cols = source.grid.shape
@@ -70,14 +73,15 @@ def encode_range(source: "Source", tree: str, start: int, stop: int, at: int, st
     chunks: list = []  # encoded chunks, kept apart (joining them would copy them again)
     rho = np.empty(total, dtype=np.float32)
     carry: np.ndarray | None = None
-    n_head = n_carry = done = 0
+    n_head = n_carry = done = n_padded = 0
 
     def emit(events: "np.ndarray") -> None:
         chunks.append(encoder.encode(events))
 
     try:
-        for et, r in iter_steps(source, tree, step, start, stop):
+        for et, r, padded in iter_steps(source, tree, step, start, stop):
             n = len(r)
+            n_padded += padded
             rho[done : done + n] = r
             block = et.reshape(n, rows, cols)
             pos = min(n, len(head) - n_head)
@@ -102,9 +106,10 @@ def encode_range(source: "Source", tree: str, start: int, stop: int, at: int, st
         if done != total:
             raise InputFileError(source.path, f"tree '{tree}': read {done} entries where {total} were expected (entries {start}-{stop})")
     except InputFileError as exc:
-        return {"entries": 0, "error": str(exc), "problem": exc.problem}
+        return {"entries": 0, "error": str(exc), "problem": exc.problem, "bytes": bytes_read() - bytes0}
     tail = carry[:n_carry].astype("<f4") if carry is not None else np.empty((0, rows, cols), dtype="<f4")
-    return {"entries": done, "error": None, "head": head, "tail": tail, "rho": rho, "chunks": chunks}
+    return {"entries": done, "error": None, "head": head, "tail": tail, "rho": rho, "chunks": chunks, "padded": n_padded,
+            "bytes": bytes_read() - bytes0}
 
 
 def write_range(res: dict[str, Any], h5: "h5py.File", pos: int, file_index: int, writer: "EventWriter") -> int:
@@ -144,6 +149,9 @@ class Progress:
     files: list = field(default_factory=list)  # (input path, entries) of each input written
     skipped: list = field(default_factory=list)  # (input path, reason)
     raw: int = 0  # chunks written as the workers encoded them
+    bytes: int = 0  # input bytes read (compressed) by the ranges so far, for MB/s
+    padded: list = field(default_factory=list)  # events padded or truncated (--pad-towers), per input written
+    input_padded: int = 0  # the same, so far, for the current input
     start: int = 0  # output position where the current input began
     failed: str | None = None  # why the current input is being skipped
     error: tuple[str, str] | None = None  # (input, problem): a fatal error without --skip-bad; nothing more is written
@@ -154,11 +162,12 @@ def advance(state: Progress, res: dict[str, Any], output: "Callable[[], h5py.Fil
     from sbt_batch.convert import ET_DATASET
     from sbt_batch.h5chunks import EventWriter
 
-    state = replace(state, files=list(state.files), skipped=list(state.skipped))
+    state = replace(state, files=list(state.files), skipped=list(state.skipped), padded=list(state.padded))
     if state.error:
         return state
+    state.bytes += res.get("bytes", 0)
     if first:
-        state.start, state.failed = state.pos, None
+        state.start, state.failed, state.input_padded = state.pos, None, 0
     if state.failed is None and res["error"]:
         if not skip_bad:
             state.error = (path, res["problem"])
@@ -168,12 +177,14 @@ def advance(state: Progress, res: dict[str, Any], output: "Callable[[], h5py.Fil
         handle = output()
         state.raw += write_range(res, handle, state.pos, len(state.files), EventWriter(handle[ET_DATASET]))
         state.pos += res["entries"]
+        state.input_padded += res.get("padded", 0)
     if last:
         if state.failed is not None:
             state.skipped.append((path, state.failed))
             state.pos = state.start  # what it wrote is overwritten by the next inputs or trimmed
         else:
             state.files.append((path, state.pos - state.start))
+            state.padded.append(state.input_padded)
     return state
 
 
@@ -265,9 +276,9 @@ def convert_distributed(
                 if state.error:
                     break
                 refill()
-                bar.update(task, completed=len(state.files) + len(state.skipped), rate=_rate_text(state.pos, t0))
+                bar.update(task, completed=len(state.files) + len(state.skipped), rate=_rate_text(state.pos, t0, state.bytes))
             drain(0)
-            bar.update(task, completed=len(sources), rate=_rate_text(state.pos, t0))
+            bar.update(task, completed=len(sources), rate=_rate_text(state.pos, t0, state.bytes))
     finally:
         for fut in (*encoded, *written):
             fut.cancel()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.errors import InputFileError, UserError
+from sbt_batch.errors import InputFileError, UserError, one_line
 
 DATASET = "gTowerEt"
 SIGNAL, BACKGROUND = 1, 0
@@ -169,19 +169,58 @@ def parse_rows(spec: str | Sequence[int] | None, n_rows: int) -> list[int] | Non
     return rows
 
 
-def find_nonzero_rows(sources: Sequence[Source], dataset: str = DATASET, chunk: int = 8192) -> list[int]:
-    """Rows that are non-zero in at least one event of any file (one streamed pass over the data)."""
+@dataclass
+class Scan:
+    """What one streamed pass over the input files found: rows used anywhere, and events with NaN/inf."""
+
+    rows: list[int]
+    nonfinite: np.ndarray  # global ids of events with a NaN or inf tower (sorted)
+
+
+def scan_sources(sources: Sequence[Source], dataset: str = DATASET, chunk: int = 8192) -> Scan:
+    """One streamed pass: the rows non-zero in at least one event, and the events holding NaN or inf."""
     n_rows = sources[0].shape[0]
     used = np.zeros(n_rows, dtype=bool)
+    bad: list[np.ndarray] = []
+    offset = 0
     for src in sources:
         with _open_h5(src.path) as f:
             ds = f[dataset]
             for lo in range(0, src.n, chunk):
-                used |= np.any(ds[lo : lo + chunk] != 0, axis=(0, 2))
+                block = _read_block(ds, src.path, slice(lo, lo + chunk))
+                finite = np.isfinite(block)
+                if not finite.all():
+                    bad.append(offset + lo + np.flatnonzero(~finite.all(axis=(1, 2))))
+                    block = np.where(finite, block, 0.0)
+                used |= np.any(block != 0, axis=(0, 2))
+        offset += src.n
     rows = [int(r) for r in np.flatnonzero(used)]
     if not rows:
         raise UserError("input files: every row is zero in every event: dataset is empty after filtering")
-    return rows
+    return Scan(rows, np.concatenate(bad) if bad else np.zeros(0, np.int64))
+
+
+def find_nonzero_rows(sources: Sequence[Source], dataset: str = DATASET, chunk: int = 8192) -> list[int]:
+    """Rows that are non-zero in at least one event of any file (one streamed pass over the data)."""
+    return scan_sources(sources, dataset, chunk).rows
+
+
+def _read_block(ds: Any, path: Path, sel: Any) -> np.ndarray:
+    """``ds[sel]`` as float32, a damaged file becoming one InputFileError."""
+    try:
+        return np.asarray(ds[sel], dtype=np.float32)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise InputFileError(path, f"cannot read '{ds.name.lstrip('/')}' (truncated or damaged file: {one_line(exc, 80)})") from None
+
+
+def nonfinite_error(index: EventIndex, ids: np.ndarray, dataset: str = DATASET) -> InputFileError:
+    """The one-line refusal for non-finite events ``ids`` (global): the file and event of the first one."""
+    ids = np.sort(np.asarray(ids, dtype=np.int64))
+    files, rows = index.locate(ids[:1])
+    path = index.sources[int(files[0])].path
+    more = f" ({len(ids)} events in all)" if len(ids) > 1 else ""
+    return InputFileError(path, f"NaN or inf in '{dataset}' at event {int(rows[0])}{more}; "
+                                "--drop-nonfinite leaves such events out")
 
 
 def rows_to_spec(rows: Sequence[int]) -> str | list[int]:
@@ -219,15 +258,17 @@ def make_split(n: int, fractions: tuple[float, float, float], seed: int) -> dict
     return {k: np.sort(v).astype(np.int64) for k, v in cuts.items()}
 
 
-def limit_events(labels: np.ndarray, max_events: int | None, seed: int) -> np.ndarray:
-    """Ids of at most ``max_events`` events per class (a seeded random subset), sorted."""
+def limit_events(labels: np.ndarray, max_events: int | None, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Ids of at most ``max_events`` events per class (a seeded random subset) not in ``exclude``, sorted."""
     ids = np.arange(len(labels), dtype=np.int64)
+    if exclude is not None and len(exclude):
+        ids = np.setdiff1d(ids, exclude)
     if max_events is None:
         return ids
     rng = np.random.default_rng([seed, 0xE7])
     keep = []
     for c in (SIGNAL, BACKGROUND):
-        cls = ids[labels == c]
+        cls = ids[labels[ids] == c]
         keep.append(cls if len(cls) <= max_events else rng.choice(cls, max_events, replace=False))
     return np.sort(np.concatenate(keep))
 
@@ -245,8 +286,16 @@ def load_split(path: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]
     """Read a split written by :func:`save_split`: (ids per split, file list)."""
     if not Path(path).exists():
         raise InputFileError(path, "split file not found")
-    with np.load(path) as z:
-        return {k: z[k] for k in SPLIT_NAMES if k in z}, json.loads(str(z["files"]))
+    try:
+        with np.load(path) as z:
+            split = {k: np.asarray(z[k], dtype=np.int64) for k in SPLIT_NAMES if k in z}
+            files = json.loads(str(z["files"]))
+        if not split or not isinstance(files, list) or not all(isinstance(f, dict) and "path" in f and "label" in f for f in files):
+            raise ValueError("no split or file list")
+    except Exception as exc:  # zipfile, pickle, json and numpy all raise their own types for a damaged file
+        raise InputFileError(path, f"damaged or truncated split file ({type(exc).__name__}); "
+                                   "train again into a new run directory") from None
+    return split, files
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -360,6 +409,7 @@ class EventStream:
         self._lock = threading.Lock()
         self._cache_ids: np.ndarray | None = None
         self._cache: np.ndarray | None = None
+        self.failure: UserError | None = None  # the last read error (tf.data wraps it)
 
     def _ds(self, i: int) -> Any:
         with self._lock:
@@ -380,10 +430,16 @@ class EventStream:
             rs, sel = r[o], sel[o]
             breaks = np.flatnonzero(np.diff(rs) > READ_GAP) + 1
             ds = self._ds(int(fi))
+            path = self.index.sources[int(fi)].path
             for part_r, part_s in zip(np.split(rs, breaks), np.split(sel, breaks)):
                 lo, hi = int(part_r[0]), int(part_r[-1]) + 1
-                block = ds[lo:hi, rsl]
-                out[part_s] = block[part_r - lo]
+                block = _read_block(ds, path, (slice(lo, hi), rsl))[part_r - lo]
+                finite = np.isfinite(block)
+                if not finite.all():  # a standardize mean of NaN would train a chance-level model silently
+                    first = int(part_r[np.flatnonzero(~finite.all(axis=(1, 2)))[0]])
+                    raise InputFileError(path, f"NaN or inf in '{self.dataset}' at event {first}; "
+                                               "--drop-nonfinite (train) leaves such events out")
+                out[part_s] = block
         return out if inner is None else out[:, inner]
 
     def read(self, ids: np.ndarray) -> np.ndarray:
@@ -394,7 +450,11 @@ class EventStream:
             pos = np.minimum(pos, len(self._cache_ids) - 1)
             if np.array_equal(self._cache_ids[pos], ids):
                 return self._cache[pos]
-        return self.prep.apply(self.read_raw(ids))
+        try:
+            return self.prep.apply(self.read_raw(ids))
+        except UserError as exc:  # inside tf.data the error arrives wrapped; keep it for the caller
+            self.failure = exc
+            raise
 
     def nbytes(self, n_events: int) -> int:
         """Memory that ``n_events`` preprocessed images take."""

@@ -9,6 +9,7 @@ EXIT_USAGE = 2  # click/typer usage errors
 EXIT_SKIPPED_BAD = 3  # convert --skip-bad finished but skipped some inputs
 EXIT_INCOMPLETE = 4  # collect: the run has failed or missing tasks
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpoint written after SIGTERM; requeue the task
+EXIT_SIGNAL_BASE = 128  # killed by signal N (without a checkpoint): exit 128 + N, as a shell reports it
 
 
 def one_line(exc: BaseException, limit: int | None = 160) -> str:
@@ -35,3 +36,17 @@ class InputFileError(UserError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP ended the command (exit 128 + signal number).
+
+    Not an ``Exception``: no ``except Exception`` on the way up may turn it into another error;
+    ``finally`` blocks and the atomic writers still clean up.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"terminated by {signal.Signals(signum).name}; partial output removed")
+        self.exit_code = EXIT_SIGNAL_BASE + signum

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.errors import UserError
-from sbt_batch.fileio import atomic_path, write_json_atomic
+from sbt_batch.errors import InputFileError, UserError
+from sbt_batch.fileio import atomic_path, staged_dir, write_json_atomic
+from sbt_batch.provenance import record_evaluation
 from sbt_batch.rundir import RunDir
 
 EFFICIENCIES = (0.5, 0.8)
@@ -69,11 +70,29 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
 
 
 def load_run_model(run: RunDir) -> Any:
-    """Load RUN_DIR/model.keras."""
-    import keras
+    """Load RUN_DIR/model.keras (a damaged file is one line naming it)."""
+    from sbt_batch.console import import_tensorflow
 
     run.require("model")
-    return keras.models.load_model(run.model, compile=False)
+    import_tensorflow()
+    import keras
+
+    try:
+        from sbt_batch.models import custom_objects
+
+        return keras.models.load_model(run.model, compile=False, custom_objects=custom_objects())
+    except Exception as exc:  # zipfile, h5py, json and Keras all raise their own types for a damaged file
+        raise InputFileError(run.model, f"cannot load the model: damaged or truncated ({type(exc).__name__})") from None
+
+
+def run_preprocess(run: RunDir, cfg: dict[str, Any]) -> Any:
+    """The run's :class:`~sbt_batch.data.Preprocess` from its config.yaml (one line naming the file when damaged)."""
+    from sbt_batch import data as D
+
+    try:
+        return D.Preprocess.from_dict(cfg["preprocess"])
+    except (KeyError, TypeError, ValueError, AttributeError, UserError):
+        raise InputFileError(run.config, "damaged 'preprocess' entry (truncated or edited?)") from None
 
 
 def run_stream(run: RunDir, signal: Sequence[str] | None = None, background: Sequence[str] | None = None
@@ -84,8 +103,8 @@ def run_stream(run: RunDir, signal: Sequence[str] | None = None, background: Seq
     """
     from sbt_batch import data as D
 
-    cfg = run.read_config()
-    prep = D.Preprocess.from_dict(cfg["preprocess"])
+    cfg = run.read_config("preprocess", "model")
+    prep = run_preprocess(run, cfg)
     if signal or background:
         sources = D.open_sources(list(signal or []), list(background or []))
         index = D.EventIndex(sources)
@@ -94,6 +113,8 @@ def run_stream(run: RunDir, signal: Sequence[str] | None = None, background: Seq
         return D.EventStream(index, prep), np.arange(index.n, dtype=np.int64), None
     split, files = D.load_split(run.split)
     for f in files:
+        if not isinstance(f, dict) or "path" not in f:
+            raise InputFileError(run.split, "damaged file list")
         if not Path(f["path"]).exists():
             raise UserError(f"{f['path']}: input file of run {run.path} not found (use --signal/--background)")
     sources = D.open_sources([f["path"] for f in files if int(f["label"]) == D.SIGNAL],
@@ -101,14 +122,15 @@ def run_stream(run: RunDir, signal: Sequence[str] | None = None, background: Seq
     return D.EventStream(D.EventIndex(sources), prep), None, split
 
 
-def predict(model: Any, stream: Any, ids: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Signal scores for ``ids`` (in the given order)."""
+def predict(model: Any, stream: Any, ids: np.ndarray, batch_size: int = 1024, tta: str = "none") -> np.ndarray:
+    """Signal scores for ``ids`` (in the given order); ``tta``: averaged over that symmetry group."""
     from sbt_batch.models import signal_score
+    from sbt_batch.symmetry import averaged_scores
 
     out = []
     for lo in range(0, len(ids), batch_size):
         x = stream.read(ids[lo : lo + batch_size])
-        out.append(np.asarray(signal_score(model(x, training=False))))
+        out.append(averaged_scores(lambda g: signal_score(model(g, training=False)), x, tta))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -184,25 +206,47 @@ def evaluate_run(run_dir: str | Path, signal: Sequence[str] | None = None, backg
     if labels.min() == labels.max():
         raise UserError(f"{run.path}: the evaluation events are all of one class; need signal and background")
     out_dir = Path(out) if out else (run.eval if source == "test split" else run.path / "eval-files")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    history = run.read_history() if plots else []  # damaged inputs fail before any work
     model = load_run_model(run)
-    scores = predict(model, stream, ids)
-    stream.close()
+    try:
+        scores = predict(model, stream, ids, tta=str(run.read_config().get("tta") or "none"))
+    finally:
+        stream.close()
     metrics = compute_metrics(labels, scores)
     metrics.update(run=str(run.path), model=run.read_config().get("model"), evaluated_on=source)
     fpr, tpr = roc_curve(labels, scores)
-    with atomic_path(out_dir / "roc.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, fpr=fpr, tpr=tpr, labels=labels, scores=scores, ids=ids)
-    if plots:
-        name = str(metrics["model"])
-        plot_roc([(name, fpr, tpr, metrics["auc"])], out_dir / "roc")
-        plot_scores(labels, scores, out_dir / "scores")
-        history = run.read_history()
-        if history:
-            plot_history(history, "loss", out_dir / "loss")
-            plot_history(history, "accuracy", out_dir / "accuracy")
-    write_json_atomic(out_dir / "metrics.json", _json_safe(metrics))
+    with staged_dir(out_dir) as stage:  # all files appear together, or none (and no new folder) on failure
+        with atomic_path(stage / "roc.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, fpr=fpr, tpr=tpr, labels=labels, scores=scores, ids=ids)
+        if plots:
+            name = str(metrics["model"])
+            plot_roc([(name, fpr, tpr, metrics["auc"])], stage / "roc")
+            plot_scores(labels, scores, stage / "scores")
+            if history:
+                plot_history(history, "loss", stage / "loss")
+                plot_history(history, "accuracy", stage / "accuracy")
+        write_json_atomic(stage / "metrics.json", _json_safe(metrics))
+    record_evaluation(out_dir / "metrics.json", run.path, [s.path for s in stream.index.sources])
     return metrics
+
+
+def read_eval(run: RunDir) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """RUN_DIR/eval's metrics.json and ROC curve (fpr, tpr); a damaged file is one line naming it."""
+    again = f"run 'sbt-batch evaluate {run.path}' again"
+    path = run.eval / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+        if not isinstance(metrics, dict) or "auc" not in metrics:
+            raise ValueError("no 'auc'")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputFileError(path, f"damaged or truncated ({type(exc).__name__}); {again}") from None
+    path = run.eval / "roc.npz"
+    try:
+        with np.load(path) as z:
+            fpr, tpr = np.asarray(z["fpr"], dtype=np.float64), np.asarray(z["tpr"], dtype=np.float64)
+    except Exception as exc:  # zipfile, numpy and pickle raise their own types for a damaged file
+        raise InputFileError(path, f"damaged or truncated ({type(exc).__name__}); {again}") from None
+    return metrics, fpr, tpr
 
 
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
@@ -221,28 +265,25 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare") ->
     if not run_dirs:
         raise UserError("compare: give at least one RUN_DIR")
     runs = [RunDir(Path(r)).require("config") for r in run_dirs]
-    cfgs = [r.read_config() for r in runs]
+    cfgs = [r.read_config("model") for r in runs]
     names = [str(c.get("model")) for c in cfgs]
     rows, curves = [], []
     for run, cfg in zip(runs, cfgs):
         if not (run.eval / "metrics.json").exists() or not (run.eval / "roc.npz").exists():
             evaluate_run(run.path)
-        m = json.loads((run.eval / "metrics.json").read_text())
-        with np.load(run.eval / "roc.npz") as z:
-            fpr, tpr = z["fpr"], z["tpr"]
+        m, fpr, tpr = read_eval(run)
         label = _label(run, cfg, names)
         curves.append((label, fpr, tpr, m["auc"]))
         rows.append({"run": str(run.path), "label": label, **{k: m.get(k) for k in (
             "auc", "accuracy", "baseline_error_percent", "rejection_at_50", "rejection_at_80", "events")}})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_roc(curves, out / "roc")
-    fig, ax = new_figure(figsize=(max(6, 1.4 * len(rows)), 6))
-    ax.bar([r["label"] for r in rows], [r["baseline_error_percent"] for r in rows], color="tab:blue")
-    ax.set_ylabel("Baseline error [%]")
-    ax.set_ylim(0, 1.3 * max((r["baseline_error_percent"] or 0) for r in rows) + 1e-9)
-    ax.tick_params(axis="x", labelrotation=30)
-    atlas_label(ax)
-    save_figure(fig, out / "baseline_error")
-    write_json_atomic(out / "compare.json", rows)
+    with staged_dir(Path(out)) as stage:  # all files appear together, or none on failure
+        plot_roc(curves, stage / "roc")
+        fig, ax = new_figure(figsize=(max(6, 1.4 * len(rows)), 6))
+        ax.bar([r["label"] for r in rows], [r["baseline_error_percent"] or 0 for r in rows], color="tab:blue")
+        ax.set_ylabel("Baseline error [%]")
+        ax.set_ylim(0, 1.3 * max((r["baseline_error_percent"] or 0) for r in rows) + 1e-9)
+        ax.tick_params(axis="x", labelrotation=30)
+        atlas_label(ax)
+        save_figure(fig, stage / "baseline_error")
+        write_json_atomic(stage / "compare.json", rows)
     return rows

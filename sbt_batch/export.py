@@ -7,43 +7,27 @@ The exported graphs take the *preprocessed* image (see ``preprocess`` in the ``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sbt_batch.errors import UserError
-from sbt_batch.fileio import atomic_path, write_json_atomic
+from sbt_batch.fileio import atomic_dir, atomic_path, staged_dir, write_json_atomic
+from sbt_batch.provenance import record_export
 from sbt_batch.rundir import RunDir
 
 FORMATS = ("savedmodel", "frozen-pb", "onnx", "jpeg")
 INPUT_NAME = "input"
 
 
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; it replaces ``target`` only on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _concrete(model: Any) -> tuple[Any, Any]:
-    import tensorflow as tf
+    from sbt_batch.console import import_tensorflow
+
+    tf = import_tensorflow()
 
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)
     fn = tf.function(lambda t: model(t, training=False))
@@ -51,7 +35,7 @@ def _concrete(model: Any) -> tuple[Any, Any]:
 
 
 def _info(run: RunDir, model: Any, inputs: list[str], outputs: list[str], fmt: str) -> dict[str, Any]:
-    cfg = run.read_config()
+    cfg = run.read_config("model")
     return {
         "format": fmt,
         "model": cfg.get("model"),
@@ -144,24 +128,36 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, max
     """Export RUN_DIR in ``fmt``; returns a dict with the written path(s) and, for graphs, node names."""
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if max_images is not None and max_images < 0:
+        raise UserError(f"--max-images: must be at least 0, got {max_images}")
     run = RunDir(Path(run_dir)).require("config", "model")
     out_dir = Path(out) if out else run.export
-    out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "jpeg":
-        path, n = export_jpeg(run, out_dir / "jpeg", max_images)
+        with staged_dir(out_dir) as stage:  # the export and its files appear together, or nothing on failure
+            _tmp, n = export_jpeg(run, stage / "jpeg", max_images)
+        path = out_dir / "jpeg"
+        record_export(path, run.path, fmt)
         return {"format": fmt, "path": str(path), "images": n, "labels": str(path / "labels.csv")}
     from sbt_batch.evaluate import load_run_model
 
-    model = load_run_model(run)
+    from sbt_batch.symmetry import with_tta
+
+    model = with_tta(load_run_model(run), str(run.read_config().get("tta") or "none"))  # the averaged score, as evaluate
     if fmt == "savedmodel":
-        path = export_savedmodel(model, out_dir / "savedmodel")
         info = _info(run, model, [f"{INPUT_NAME}"], ["output"], fmt)
-        write_json_atomic(out_dir / "savedmodel.json", info)
+        with staged_dir(out_dir) as stage:
+            export_savedmodel(model, stage / "savedmodel")
+            write_json_atomic(stage / "savedmodel.json", info)
+        path = out_dir / "savedmodel"
+        record_export(path, run.path, fmt)
         return {**info, "path": str(path)}
-    if fmt == "frozen-pb":
-        path, ins, outs = export_frozen_pb(model, out_dir / "model.pb")
-    else:
-        path, ins, outs = export_onnx(model, out_dir / "model.onnx")
-    info = _info(run, model, ins, outs, fmt)
-    write_json_atomic(path.with_name(path.name + ".json"), info)
+    with staged_dir(out_dir) as stage:
+        if fmt == "frozen-pb":
+            tmp, ins, outs = export_frozen_pb(model, stage / "model.pb")
+        else:
+            tmp, ins, outs = export_onnx(model, stage / "model.onnx")
+        info = _info(run, model, ins, outs, fmt)
+        write_json_atomic(tmp.with_name(tmp.name + ".json"), info)
+    path = out_dir / tmp.name
+    record_export(path, run.path, fmt)
     return {**info, "path": str(path), "nodes": str(path.with_name(path.name + ".json"))}

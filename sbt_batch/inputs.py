@@ -1,15 +1,25 @@
-"""Expand command-line INPUT arguments (files, directories, globs, @list.txt) into an ordered file list."""
+"""Expand command-line INPUT arguments (files, directories, globs, URLs, @list.txt) into an ordered input list.
+
+Local inputs become :class:`~pathlib.Path` objects. ``root://`` and ``http(s)://`` URLs stay strings
+(a Path would collapse their ``//``): they are checked for form only, never stat'ed or globbed here.
+"""
 
 from __future__ import annotations
 
 import glob
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from sbt_batch.errors import InputFileError, UserError
+from sbt_batch.remote import check_url, is_url
 
 GLOB_CHARS = set("*?[")
 DIR_PATTERN = "*.root"
+_COMMENT = re.compile(r"(^|\s)#.*$")  # '#' starts a comment at the line start or after a space (not inside a URL)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_TABLE_BARS = re.compile(r"[|\u2502\u2503]")  # the column bars of a table row (ASCII, or rich's box drawing)
+_TABLE_RULE = re.compile(r"^[\s+\-=:|\u2500-\u257f]+$")  # a table's rule lines: +---+, |---|, box drawing
 
 
 def _is_glob(text: str) -> bool:
@@ -25,9 +35,17 @@ def _read_list(list_file: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputFileError(list_file, f"cannot read list file ({getattr(exc, 'strerror', None) or exc})") from None
     entries = []
+    replicas: set[tuple[str, ...]] = set()
     for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
+        if _TABLE_RULE.match(line):
+            continue
+        if _TABLE_BARS.search(line):
+            entries.extend(_table_row_url(line, replicas))
+            continue
+        line = _COMMENT.sub("", line).strip()
+        if is_url(line):
+            entries.append(line)
+        elif line:
             at, name = ("@", line[1:]) if line.startswith("@") else ("", line)
             entry = Path(name).expanduser()
             # relative entries are relative to the list file, so a list travels with its data
@@ -37,12 +55,34 @@ def _read_list(list_file: Path) -> list[str]:
     return entries
 
 
-def expand_inputs(items: Iterable[str | Path], pattern: str = DIR_PATTERN, _depth: int = 0) -> list[Path]:
-    """Expand files, directories (their ``pattern`` files), globs and ``@list.txt`` into paths, in the order given."""
-    paths: list[Path] = []
+def _table_row_url(line: str, seen: set[tuple[str, ...]]) -> list[str]:
+    """The replica URL of one row of ``rucio list-file-replicas`` table output (the first replica of each file).
+
+    Rows look like ``| SCOPE | NAME | FILESIZE | ADLER32 | RSE: URL |``; the header and rule lines
+    name no URL and give nothing. A file listed again with another replica gives nothing either.
+    """
+    cells = [c.strip() for c in _TABLE_BARS.split(line)]
+    urls = [m.group(0) for c in cells for m in [_URL_IN_TEXT.search(c)] if m]
+    if not urls:
+        return []
+    key = tuple(c for c in cells if c and not _URL_IN_TEXT.search(c))
+    if key in seen:
+        return []
+    seen.add(key)
+    return [urls[0]]
+
+
+def expand_inputs(items: Iterable[str | Path], pattern: str = DIR_PATTERN, _depth: int = 0) -> list[Path | str]:
+    """Expand files, directories (their ``pattern`` files), globs, URLs and ``@list.txt`` into inputs, in the order given.
+
+    Local inputs are Paths; ``root://`` and ``http(s)://`` URLs are kept as strings, unchecked beyond their form.
+    """
+    paths: list[Path | str] = []
     for item in items:
         text = str(item)
-        if text.startswith("@"):
+        if is_url(item):
+            paths.append(check_url(text))
+        elif text.startswith("@"):
             list_file = Path(text[1:]).expanduser()
             if _depth >= 8:  # also ends a list that names itself
                 raise InputFileError(list_file, "@list files nest more than 8 deep")

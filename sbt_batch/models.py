@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from sbt_batch.errors import UserError
 
 OUTPUTS = ("softmax", "sigmoid")
@@ -100,15 +102,114 @@ def check_model(name: str, output: str = "softmax") -> None:
         raise UserError(f"--output: unknown output layer '{output}' (choose from {', '.join(OUTPUTS)})")
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], output: str = "softmax") -> Any:
-    """Build the registered model ``name`` for ``input_shape`` with a softmax-2 or sigmoid output."""
+def build_model(name: str, input_shape: tuple[int, int, int], output: str = "softmax", padding: str = "valid") -> Any:
+    """Build the registered model ``name`` for ``input_shape`` with a softmax-2 or sigmoid output.
+
+    ``padding`` 'circular' / 'circular-reflect' puts a :class:`PhiPad` (phi periodic, eta zero / reflected)
+    before every 3x3 convolution; 'valid' (the default) builds the notebook's models unchanged.
+    """
     import keras
 
     check_model(name, output)
     head = keras.layers.Dense(2, activation="softmax") if output == "softmax" else keras.layers.Dense(1, activation="sigmoid")
-    return keras.Sequential([keras.Input(input_shape), *MODELS[name].layers(keras), head], name=name.replace("-", "_"))
+    layers = _padded(keras, MODELS[name], padding)
+    return keras.Sequential([keras.Input(input_shape), *layers, head], name=name.replace("-", "_"))
 
 
 def signal_score(pred: Any) -> Any:
     """P(signal) from model output: column 1 of a softmax, or the sigmoid unit."""
     return pred[:, 1] if pred.shape[-1] == 2 else pred[:, 0]
+
+
+# --------------------------------------------------------------------------- symmetry-aware models
+
+
+def _padded(keras: Any, spec: ModelSpec, padding: str) -> list[Any]:
+    """The layers of ``spec``, with a PhiPad before each 3x3 valid convolution unless ``padding`` is 'valid'."""
+    from sbt_batch.symmetry import check_padding, keras_layers, pad_modes
+
+    check_padding(padding)
+    if getattr(spec.layers, "takes_padding", False):
+        return spec.layers(keras, padding=padding)
+    layers = spec.layers(keras)
+    if padding == "valid":
+        return layers
+    phi, eta = pad_modes(padding)
+    out: list[Any] = []
+    for layer in layers:
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (3, 3) and layer.padding == "valid":
+            out.append(keras_layers()["PhiPad"](1, eta, phi))
+        out.append(layer)
+    return out
+
+
+@register("res3", "three residual blocks (16, 32, 32 filters; 3x3 convs, 2x2 max-pools), flatten, dense: ~42k parameters")
+def _res3(keras: Any, padding: str = "valid") -> list[Any]:
+    from sbt_batch.symmetry import keras_layers, pad_modes
+
+    phi, eta = pad_modes(padding) if padding != "valid" else ("zero", "zero")  # valid: 'same' zero padding
+    L = keras_layers()
+    return [
+        L["PhiPad"](1, eta, phi),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        L["ResidualBlock"](16, eta, phi),
+        _pool(keras),
+        L["ResidualBlock"](32, eta, phi),
+        _pool(keras),
+        L["ResidualBlock"](32, eta, phi),
+        keras.layers.Flatten(),
+    ]
+
+
+_res3.takes_padding = True  # type: ignore[attr-defined]
+
+
+def custom_objects() -> dict[str, Any]:
+    """Custom layers a saved model.keras may hold (pass to ``keras.models.load_model``)."""
+    from sbt_batch.symmetry import keras_layers
+
+    return dict(keras_layers())
+
+
+def model_cost(model: Any) -> dict[str, int]:
+    """Trainable parameters and multiply-accumulates per image of a built model (convolutions and dense layers)."""
+    import keras
+
+    macs = 0
+
+    def conv_macs(conv: Any, out_shape: Any) -> int:
+        kh, kw = conv.kernel_size
+        cin = conv.kernel.shape[2]
+        return int(out_shape[1] * out_shape[2] * kh * kw * cin * conv.filters)
+
+    for layer in _flat_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            macs += conv_macs(layer, layer._out_shape)
+        elif isinstance(layer, keras.layers.Dense):
+            macs += int(layer.kernel.shape[0] * layer.kernel.shape[1])
+    params = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
+    return {"parameters": params, "macs": macs}
+
+
+def _flat_layers(model: Any) -> list[Any]:
+    """Every leaf layer of a Sequential model, looking inside residual blocks (output shapes recorded)."""
+    import keras
+
+    out = []
+    shape = model.input_shape
+    for layer in model.layers:
+        if type(layer).__name__ == "ResidualBlock":
+            padded = layer.pad.compute_output_shape(shape)
+            for conv, s in ((layer.conv1, padded), (layer.conv2, padded)):
+                conv._out_shape = (s[0], s[1] - 2, s[2] - 2, conv.filters)
+                out.append(conv)
+            if layer.proj is not None:
+                layer.proj._out_shape = (*shape[:3], layer.filters)
+                out.append(layer.proj)
+        elif isinstance(layer, keras.layers.Conv2D):
+            layer._out_shape = layer.compute_output_shape(shape)
+            out.append(layer)
+        else:
+            out.append(layer)
+        shape = layer.compute_output_shape(shape)
+    return out

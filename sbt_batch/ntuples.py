@@ -1,8 +1,10 @@
-"""Sample gFEX ntuples in the real layout, generated or embedding the images of a converted HDF5 file.
+"""Sample gFEX ntuples, generated or embedding the images of a converted HDF5 file.
 
-Layout (as the real L1Calo ntuples): TTree ``mytree`` with ``gTowerEt`` ``float[1184]`` (MeV) and
-``Kt4EMTopoEventShape_Density`` ``float``; TTree ``maps`` with one entry of ``gTowerEta`` and
-``gTowerPhi`` ``float[1184]``. The 1184 towers are 32 rows of 32 phi towers for |eta| < 3.2
+Layout: TTree ``mytree`` with ``gTowerEt`` (MeV) and ``Kt4EMTopoEventShape_Density`` ``float``; TTree
+``maps`` with one entry of ``gTowerEta`` and ``gTowerPhi``. The tower branches are ``float[1184]``, or
+with ``layout="jagged"`` variable-length arrays (what uproot writes for jagged data; convert reads them
+as it reads the ``std::vector<float>`` of the real ntuples, which only ROOT itself writes: see
+tests/root_fixtures.py). The 1184 towers are 32 rows of 32 phi towers for |eta| < 3.2
 (0.2 wide, 0.1 at |eta| = 2.45, 0.3 at |eta| = 3.05) and 5 rows of 16 phi towers per FCAL side.
 """
 
@@ -17,7 +19,7 @@ from sbt_batch.convert import (  # the layout convert reads
     ET_BRANCH, ET_DATASET, ETA_BRANCH, MAPS_TREE, PHI_BRANCH, RHO_BRANCH, RHO_DATASET, TREE,
 )  # fmt: skip
 from sbt_batch.errors import InputFileError, UserError
-from sbt_batch.fileio import atomic_path, check_writable_dir
+from sbt_batch.fileio import atomic_path, check_writable_dir, remove_if_left_empty
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -25,6 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 N_TOWERS = 1184
 KINDS = ("signal", "background")
 COMPRESSIONS = ("zlib", "lz4", "zstd", "lzma", "none")
+# fixed: float[1184] leaves; jagged: variable-length arrays (uproot writes them as counted float[n], read
+# by convert like ROOT's std::vector<float>, which only ROOT itself writes: see tests/root_fixtures.py)
+LAYOUTS = ("fixed", "jagged")
 OnFile = Callable[[Path, int], None]  # called with each file written and its event count
 
 # (eta centre, eta width) of the 32-phi rows on the positive side; the negative side mirrors them.
@@ -133,30 +138,48 @@ def write_ntuple(
     basket_events: int = 1000,
     tree: str = TREE,
     maps_tree: str = MAPS_TREE,
+    layout: str = "fixed",
 ) -> Path:
-    """Write one ntuple atomically (TTree with one basket per ``basket_events`` events, or RNTuple)."""
+    """Write one ntuple atomically (TTree with one basket per ``basket_events`` events, or RNTuple; ``layout`` in LAYOUTS)."""
     import numpy as np
     import uproot
 
     path = Path(path)
     comp = parse_compression(compression)
+    check_layout(layout)
     n_towers = eta.size
     et = np.ascontiguousarray(et, dtype=np.float32).reshape(-1, n_towers)
     rho = np.ascontiguousarray(rho, dtype=np.float32).reshape(-1)
-    maps = {ETA_BRANCH: eta.astype(np.float32)[None, :], PHI_BRANCH: phi.astype(np.float32)[None, :]}
+    column = _jagged if layout == "jagged" else (lambda a: a)
+    maps = {ETA_BRANCH: column(eta.astype(np.float32)[None, :]), PHI_BRANCH: column(phi.astype(np.float32)[None, :])}
+    towers: Any = "var * float32" if layout == "jagged" else (np.float32, (n_towers,))
     with atomic_path(path, suffix=".root") as tmp:
         with uproot.recreate(tmp, compression=comp) as out:
             if rntuple:
-                out[tree] = {ET_BRANCH: et, RHO_BRANCH: rho}
+                out[tree] = {ET_BRANCH: column(et), RHO_BRANCH: rho}
                 out[maps_tree] = maps
             else:
-                out.mktree(tree, {ET_BRANCH: (np.float32, (n_towers,)), RHO_BRANCH: np.float32})
+                out.mktree(tree, {ET_BRANCH: towers, RHO_BRANCH: np.float32})
                 step = max(1, int(basket_events))
                 for start in range(0, len(et), step):  # each extend writes one basket per branch
-                    out[tree].extend({ET_BRANCH: et[start : start + step], RHO_BRANCH: rho[start : start + step]})
-                out.mktree(maps_tree, {ETA_BRANCH: (np.float32, (n_towers,)), PHI_BRANCH: (np.float32, (n_towers,))})
+                    out[tree].extend({ET_BRANCH: column(et[start : start + step]), RHO_BRANCH: rho[start : start + step]})
+                out.mktree(maps_tree, {ETA_BRANCH: towers, PHI_BRANCH: towers})
                 out[maps_tree].extend(maps)
     return path
+
+
+def check_layout(layout: str) -> None:
+    """UserError unless ``layout`` is one of LAYOUTS."""
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
+
+
+def _jagged(rows: "np.ndarray") -> Any:
+    """(n, N) rows as an awkward array of n variable-length lists (each of N floats)."""
+    import awkward as ak
+    import numpy as np
+
+    return ak.unflatten(rows.reshape(-1), np.full(len(rows), rows.shape[1], dtype=np.int64))
 
 
 def _stored_map(rng: "np.random.Generator", shuffle_towers: bool) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
@@ -180,6 +203,7 @@ def make_sample_ntuples(
     shuffle_towers: bool = False,
     basket_events: int = 1000,
     on_file: OnFile | None = None,
+    layout: str = "fixed",
 ) -> list[Path]:
     """Generate ``files`` ntuples of ``events`` events of ``kind`` in ``out_dir``; return their paths."""
     import numpy as np
@@ -191,6 +215,7 @@ def make_sample_ntuples(
     if events < 0:
         raise UserError(f"--events: must not be negative, got {events}")
     parse_compression(compression)
+    check_layout(layout)
     out_dir = _prepare_dir(out_dir)
     paths = []
     for i in range(files):
@@ -198,7 +223,7 @@ def make_sample_ntuples(
         eta, phi, perm = _stored_map(rng, shuffle_towers)
         et, rho = generate_events(kind, events, rng)
         path = out_dir / f"{kind}_{i:03d}.root"
-        write_ntuple(path, et[:, perm], rho, eta, phi, compression=compression, rntuple=rntuple, basket_events=basket_events)
+        write_ntuple(path, et[:, perm], rho, eta, phi, compression=compression, rntuple=rntuple, basket_events=basket_events, layout=layout)
         paths.append(path)
         if on_file:
             on_file(path, events)
@@ -207,6 +232,8 @@ def make_sample_ntuples(
 
 def _prepare_dir(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
+    if not out_dir.exists():
+        remove_if_left_empty(out_dir)  # a failure before the first file leaves no empty folder
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -237,6 +264,21 @@ def read_hdf5_images(h5_path: str | Path) -> tuple["np.ndarray", "np.ndarray"]:
     return np.asarray(images, dtype=np.float32), np.asarray(rho, dtype=np.float32)
 
 
+def embed_images(images: "np.ndarray", rho: "np.ndarray", rng: "np.random.Generator", shuffle_towers: bool = False) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
+    """Full 1184-tower events (n, 1184) holding ``images`` (n, rows, 32) at the towers that ``ETA_MAX_FOR_ROWS[rows]`` keeps; and the stored (eta, phi).
+
+    The other towers get generated forward activity; converting with that ``--eta-max`` gives back ``images``.
+    """
+    from sbt_batch.geometry import build_grid
+
+    n, rows, cols = images.shape
+    eta, phi, _ = _stored_map(rng, shuffle_towers)
+    grid = build_grid(eta, phi, ETA_MAX_FOR_ROWS[rows])
+    full, _ = generate_events("background", n, rng, rho=rho)  # plausible forward towers
+    full[:, grid.index] = images.reshape(n, rows * cols)
+    return full, eta, phi
+
+
 def embed_hdf5(
     h5_path: str | Path,
     out_dir: str | Path,
@@ -249,6 +291,7 @@ def embed_hdf5(
     shuffle_towers: bool = False,
     basket_events: int = 1000,
     on_file: OnFile | None = None,
+    layout: str = "fixed",
 ) -> list[Path]:
     """Embed the images of a converted HDF5 file into full 1184-tower ntuples (forward towers generated).
 
@@ -256,8 +299,6 @@ def embed_hdf5(
     The events are split over ``files`` consecutive files; ``events`` caps the total.
     """
     import numpy as np
-
-    from sbt_batch.geometry import build_grid
 
     h5_path = Path(h5_path)
     images, rho = read_hdf5_images(h5_path)
@@ -271,20 +312,18 @@ def embed_hdf5(
     if events is not None:
         n = min(n, max(0, events))
     parse_compression(compression)
+    check_layout(layout)
     out_dir = _prepare_dir(out_dir)
     bounds = np.linspace(0, n, files + 1).astype(int)
     paths = []
     for i in range(files):
         lo, hi = bounds[i], bounds[i + 1]
         rng = np.random.default_rng([seed, 2, i])
-        eta, phi, _ = _stored_map(rng, shuffle_towers)
-        grid = build_grid(eta, phi, ETA_MAX_FOR_ROWS[rows])
-        full, _ = generate_events("background", hi - lo, rng, rho=rho[lo:hi])  # plausible forward towers
-        full[:, grid.index] = images[lo:hi].reshape(hi - lo, rows * cols)
+        full, eta, phi = embed_images(images[lo:hi], rho[lo:hi], rng, shuffle_towers)
         name = f"{h5_path.stem}.root" if files == 1 else f"{h5_path.stem}_{i:03d}.root"
         path = write_ntuple(
             out_dir / name, full, rho[lo:hi], eta, phi,
-            compression=compression, rntuple=rntuple, basket_events=basket_events,
+            compression=compression, rntuple=rntuple, basket_events=basket_events, layout=layout,
         )  # fmt: skip
         paths.append(path)
         if on_file:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbt_batch.errors import UserError
-from sbt_batch.fileio import write_json_atomic, write_text_atomic
+from sbt_batch.errors import InputFileError, UserError
+from sbt_batch.fileio import sweep_stale, write_error, write_json_atomic, write_text_atomic
 
 _CKPT = re.compile(r"^epoch-(\d{4,})(?:-step-(\d+))?\.npz$")
 
@@ -51,11 +51,13 @@ class RunDir:
 
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            check_writable_dir(self.path, "run")
+            for sub in (self.checkpoints, self.logs):
+                sub.mkdir(exist_ok=True)
+            for folder in (self.path, self.checkpoints):  # what a killed run left (its owner pid is gone)
+                sweep_stale(folder)
         except OSError as exc:
-            raise UserError(f"{self.path}: cannot create run directory ({exc.strerror})") from None
-        check_writable_dir(self.path, "run")
-        for sub in (self.checkpoints, self.logs):
-            sub.mkdir(exist_ok=True)
+            raise write_error(self.path, exc) or UserError(f"{self.path}: cannot create run directory ({exc.strerror})") from None
         return self
 
     def require(self, *names: str) -> RunDir:
@@ -95,12 +97,16 @@ class RunDir:
 
         write_text_atomic(self.config, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
 
-    def read_config(self) -> dict[str, Any]:
-        """Read config.yaml back."""
+    def read_config(self, *required: str) -> dict[str, Any]:
+        """Read config.yaml back; a damaged file, or one without the ``required`` keys, is one line naming it."""
         from sbt_batch.config import load_yaml
 
         self.require("config")
-        return load_yaml(self.config)
+        config = load_yaml(self.config)
+        missing = [k for k in required if k not in config]
+        if missing:
+            raise InputFileError(self.config, f"no '{missing[0]}' key: truncated or not written by sbt-batch")
+        return config
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """Write the per-epoch history list as JSON."""
@@ -110,10 +116,20 @@ class RunDir:
         """Read history.json (an empty list when absent)."""
         if not self.history.exists():
             return []
-        return json.loads(self.history.read_text())
+        try:
+            history = json.loads(self.history.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputFileError(self.history, f"damaged or truncated ({type(exc).__name__})") from None
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise InputFileError(self.history, "expected a list of per-epoch records")
+        return history
 
     def append_log(self, line: str, name: str = "train.log") -> None:
         """Append one line to ``logs/<name>``."""
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / name, "a") as fh:
-            fh.write(line.rstrip("\n") + "\n")
+        path = self.logs / name
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as fh:
+                fh.write(line.rstrip("\n") + "\n")
+        except OSError as exc:
+            raise write_error(path, exc) or UserError(f"{path}: cannot write ({exc.strerror})") from None

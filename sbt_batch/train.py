@@ -7,6 +7,7 @@ gradients go through ``ctx.allreduce_gradients`` and variables are broadcast aft
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -20,9 +21,11 @@ import numpy as np
 from sbt_batch import data as D
 from sbt_batch.config import check_keys, load_yaml, merge_options
 from sbt_batch.console import err_console, log, progress
-from sbt_batch.errors import EXIT_REQUEUE, UserError
-from sbt_batch.fileio import atomic_path
+from sbt_batch.errors import EXIT_REQUEUE, InputFileError, UserError
+from sbt_batch.fileio import atomic_path, new_dir
+from sbt_batch.provenance import record_training
 from sbt_batch.rundir import RunDir
+from sbt_batch.symmetry import augment_batch, augment_rng
 
 OPTIMIZERS = {  # name -> (keras class name, default learning rate, extra kwargs)
     "adam": ("Adam", 1e-3, {}),
@@ -39,8 +42,11 @@ _NUMERIC = (("epochs", int, 1), ("batch_size", int, 1), ("seed", int, 0), ("max_
             ("log1p_scale", float, None), ("lr", float, None), ("lr_decay", float, None), ("early_stopping", int, 1),
             ("cache_limit_mb", int, 0), ("window_batches", int, 1), ("parallel_reads", int, 1), ("prefetch", int, 0),
             ("max_steps", int, 1), ("rgb", bool, None), ("keep_best", bool, None), ("deterministic", bool, None),
-            ("progress", bool, None))
-_OPTIONAL = {"max_events", "lr", "early_stopping", "max_steps"}
+            ("progress", bool, None), ("drop_nonfinite", bool, None), ("split_seed", int, 0))
+_OPTIONAL = {"max_events", "lr", "early_stopping", "max_steps", "split_seed"}
+_POSITIVE = {"lr", "lr_decay", "log1p_scale"}  # must be > 0
+_TEXT = ("model", "out", "norm", "negative", "output", "optimizer", "lr_schedule", "balance", "cache", "resume",
+         "padding", "augment", "tta")
 
 
 class TrainingInterrupted(UserError):
@@ -84,6 +90,11 @@ class TrainConfig:
     resume: str | None = None
     max_steps: int | None = None  # stop each epoch after this many steps (smoke tests, benchmarks)
     progress: bool = True
+    drop_nonfinite: bool = False  # leave out events with NaN/inf towers (default: refuse them)
+    padding: str = "valid"  # valid (the notebook) | circular (phi periodic, eta zero) | circular-reflect (eta reflected)
+    augment: str = "none"  # none | phi (random roll by whole towers) | eta (random reflection) | full (both); seeded per step
+    tta: str = "none"  # test-time average over none | phi | eta | full at evaluate/export
+    split_seed: int | None = None  # seed of the event subset and the split (default: --seed); fix it to compare seeds
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -100,6 +111,7 @@ class TrainConfig:
 
     def normalize(self) -> None:
         """Coerce types and check values (raising one-line UserErrors)."""
+        self._check_types()
         for name in ("signal", "background"):
             v = getattr(self, name)
             setattr(self, name, D.expand_paths([v] if isinstance(v, (str, Path)) else (v or []), f"--{name}"))
@@ -122,7 +134,9 @@ class TrainConfig:
             except (TypeError, ValueError):
                 raise UserError(f"{flag}: expected {kind.__name__}, got {value!r}") from None
             if lo is not None and val < lo:
-                raise UserError(f"{flag}: must be at least {lo}")
+                raise UserError(f"{flag}: must be at least {lo}, got {value!r}")
+            if name in _POSITIVE and not val > 0:
+                raise UserError(f"{flag}: must be greater than 0, got {value!r}")
             setattr(self, name, val)
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"--optimizer: unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
@@ -137,6 +151,27 @@ class TrainConfig:
         from sbt_batch.models import check_model
 
         check_model(self.model, self.output)
+        from sbt_batch.symmetry import check_group, check_padding
+
+        check_padding(self.padding)
+        check_group(self.augment, "--augment")
+        check_group(self.tta, "--tta")
+
+    def _check_types(self) -> None:
+        """Raise a one-line UserError naming the key whose value has the wrong type (YAML job specs)."""
+        for name in ("signal", "background"):
+            v = getattr(self, name)
+            items = v if isinstance(v, (list, tuple)) else [v]
+            if v is not None and not all(isinstance(i, (str, Path)) for i in items):
+                raise UserError(f"--{name}: expected file names (text or a list of text), got {v!r}")
+        for name in _TEXT:
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, Path)):
+                raise UserError(f"--{name.replace('_', '-')}: expected text, got {v!r}")
+        if self.rows is not None and not isinstance(self.rows, (str, list, tuple)):
+            raise UserError(f"--rows: expected START:STOP or a list of rows, got {self.rows!r}")
+        if not isinstance(self.split, (str, list, tuple)):
+            raise UserError(f"--split: expected train,val,test fractions, got {self.split!r}")
 
     def learning_rate(self, epoch: int) -> float:
         """The learning rate of 0-based ``epoch``."""
@@ -172,12 +207,19 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any, state: dict[str, An
 
 def _load_checkpoint(path: Path, model: Any, optimizer: Any = None) -> dict[str, Any]:
     """Restore the model (and, when given, the optimizer) variables; return the saved loop state."""
-    with np.load(path) as z:
-        for i, v in enumerate(model.variables):
-            v.assign(z[f"m{i}"])
-        for i, v in enumerate(optimizer.variables if optimizer is not None else ()):
-            v.assign(z[f"o{i}"])
-        return json.loads(str(z["state"]))
+    try:
+        with np.load(path) as z:
+            for i, v in enumerate(model.variables):
+                v.assign(z[f"m{i}"])
+            for i, v in enumerate(optimizer.variables if optimizer is not None else ()):
+                v.assign(z[f"o{i}"])
+            state = json.loads(str(z["state"]))
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise ValueError("no loop state")
+        return state
+    except Exception as exc:  # zipfile, numpy, json and TensorFlow raise their own types for a damaged file
+        raise InputFileError(path, f"damaged or truncated checkpoint ({type(exc).__name__}); delete it to resume "
+                                   "from the one before") from None
 
 
 def _make_optimizer(cfg: TrainConfig) -> Any:
@@ -199,6 +241,7 @@ class Prepared:
     split: dict[str, np.ndarray]
     balance: D.Balance
     weights: np.ndarray
+    dropped_nonfinite: int = 0
 
 
 def prepare_data(cfg: TrainConfig, ctx: Any, split: dict[str, np.ndarray] | None = None,
@@ -206,15 +249,24 @@ def prepare_data(cfg: TrainConfig, ctx: Any, split: dict[str, np.ndarray] | None
     """Open files, choose rows, split, fit normalization and open the event stream (cached when it fits)."""
     sources = D.open_sources(cfg.signal, cfg.background)
     index = D.EventIndex(sources)
+    bad = np.zeros(0, np.int64)
     if prep is None:
-        rows = D.parse_rows(cfg.rows, index.shape[0]) or D.find_nonzero_rows(sources)
+        rows = D.parse_rows(cfg.rows, index.shape[0])
+        if rows is None or cfg.drop_nonfinite:  # one streamed pass finds the rows and the NaN/inf events
+            scan = D.scan_sources(sources)
+            rows, bad = rows or scan.rows, scan.nonfinite
+            if len(bad) and not cfg.drop_nonfinite:
+                raise D.nonfinite_error(index, bad)
         prep = D.Preprocess(rows, cfg.norm, cfg.negative, float(cfg.log1p_scale), bool(cfg.rgb))
     if split is None:
-        ids = D.limit_events(index.labels, cfg.max_events, cfg.seed)
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        ids = D.limit_events(index.labels, cfg.max_events, split_seed, exclude=bad)
+        if len(bad) and ctx.is_root:
+            err_console.print(f"--drop-nonfinite: left out {len(bad)} event(s) with NaN or inf towers", highlight=False)
         for c, name in ((D.SIGNAL, "signal"), (D.BACKGROUND, "background")):
             if not np.any(index.labels[ids] == c):
                 raise UserError(f"--{name}: no {name} events in the input files: dataset is empty after filtering")
-        sub = D.make_split(len(ids), D.parse_split(cfg.split), cfg.seed)
+        sub = D.make_split(len(ids), D.parse_split(cfg.split), split_seed)
         split = {k: ids[v] for k, v in sub.items()}
     stream = D.EventStream(index, prep)
     if prep.norm == "standardize" and prep.mean == 0.0 and prep.std == 1.0:
@@ -224,7 +276,7 @@ def prepare_data(cfg: TrainConfig, ctx: Any, split: dict[str, np.ndarray] | None
     fits = stream.nbytes(len(used)) <= cfg.cache_limit_mb * 2**20
     if cfg.cache == "memory" or (cfg.cache == "auto" and fits):
         stream.load_cache(used, show=cfg.progress and ctx.is_root)
-    return Prepared(index, stream, split, balance, balance.weights(index.labels))
+    return Prepared(index, stream, split, balance, balance.weights(index.labels), int(len(bad)))
 
 
 def _resolved(cfg: TrainConfig, prepared: Prepared, run: RunDir) -> dict[str, Any]:
@@ -241,6 +293,7 @@ def _resolved(cfg: TrainConfig, prepared: Prepared, run: RunDir) -> dict[str, An
     d["input_shape"] = list(prepared.stream.prep.input_shape)
     d["class_weight"] = {int(k): float(v) for k, v in prepared.balance.class_weight.items()}
     d["events"] = {k: int(len(v)) for k, v in prepared.split.items()}
+    d["dropped_nonfinite"] = prepared.dropped_nonfinite
     d["sbt_batch_version"] = __version__
     return d
 
@@ -269,7 +322,7 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
     resume = options.pop("resume", None) or (config.resume if config else None)
     if resume:
         run = RunDir(Path(resume)).require("config")
-        resolved = run.read_config()
+        resolved = run.read_config("preprocess", "signal", "background", "model")
         stored = {k: v for k, v in resolved.items() if k in TrainConfig.keys()}
         allowed = {"epochs", "progress", "cache", "cache_limit_mb", "parallel_reads", "prefetch"}
         extra = {k: v for k, v in options.items() if k in allowed and v is not None}
@@ -279,7 +332,9 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
         cfg = TrainConfig.from_options({**stored, **extra}, str(run.config))
         cfg.out = str(run.path)
         split, _files = D.load_split(run.split)
-        prep = D.Preprocess.from_dict(resolved["preprocess"])
+        from sbt_batch.evaluate import run_preprocess
+
+        prep = run_preprocess(run, resolved)
     else:
         cfg = resolve_config(config, spec, **options)
         if not cfg.out:
@@ -298,8 +353,13 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
         old_handler = signal.signal(signal.SIGTERM, _on_term)
     except ValueError:  # not the main thread
         old_handler = None
+    def _keep(exc: BaseException) -> bool:  # an interrupt or any checkpoint keeps the run for --resume
+        return isinstance(exc, TrainingInterrupted) or run.latest_checkpoint() is not None
+
+    fresh = not resume and ctx.is_root  # a new run directory is removed again if training fails before a checkpoint
     try:
-        return _train(cfg, run, bool(resume), split, prep, ctx, stop)
+        with new_dir(run.path, keep=_keep) if fresh else contextlib.nullcontext():
+            return _train(cfg, run, bool(resume), split, prep, ctx, stop)
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
@@ -309,8 +369,10 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
            prep: D.Preprocess | None, ctx: Any, stop: dict[str, bool]) -> TrainResult:
     """The body of :func:`train` once options are resolved (SIGTERM sets ``stop['flag']``)."""
     prepared = prepare_data(cfg, ctx, split, prep)  # all input checks happen before TensorFlow loads
+    from sbt_batch.console import import_tensorflow
+
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     from sbt_batch.models import build_model
 
@@ -324,7 +386,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
             D.save_split(run.split, prepared.split, prepared.index.sources)
             run.write_config(_resolved(cfg, prepared, run))
 
-    model = build_model(cfg.model, p.input_shape, cfg.output)
+    model = build_model(cfg.model, p.input_shape, cfg.output, cfg.padding)
     optimizer = _make_optimizer(cfg)
     optimizer.build(model.trainable_variables)
     train_step, eval_step = make_steps(model, optimizer, p.input_shape, cfg.output, ctx)
@@ -369,10 +431,12 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
             ds = D.make_tf_dataset(prepared.stream, order, cfg.batch_size, prepared.weights if cfg.balance == "weights" else None,
                                    cfg.window_batches, cfg.parallel_reads, cfg.prefetch)
             step = start
-            with progress(transient=True) as bar:
+            with progress(transient=True) as bar, _read_errors(prepared.stream, tf):
                 task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_steps, completed=start, rate="",
                                     visible=cfg.progress and ctx.is_root)
                 for x, y, w in ds:
+                    if cfg.augment != "none":  # seeded by (seed, epoch, step, rank): --resume repeats it exactly
+                        x = augment_batch(np.asarray(x), cfg.augment, augment_rng(cfg.seed, epoch, step, ctx.rank))
                     l_b, c_b = train_step(x, y, w)
                     if first_step:
                         ctx.broadcast_variables(list(model.variables) + list(optimizer.variables))
@@ -428,6 +492,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
         with atomic_path(run.model, suffix=".keras") as tmp:
             model.save(tmp)
         run.write_history(history)
+        record_training(run.path, [s.path for s in prepared.index.sources])  # model.keras.provenance.json
     return TrainResult(run.path, history, model)
 
 
@@ -481,16 +546,30 @@ def _checkpoint_and_exit(run: RunDir, ctx: Any, model: Any, optimizer: Any, stat
                               f"continue with --resume {run.path}")
 
 
+@contextlib.contextmanager
+def _read_errors(stream: D.EventStream, tf: Any) -> Any:
+    """Turn a read error that tf.data wrapped (a damaged chunk, NaN in a streamed event) back into its one line."""
+    try:
+        yield
+    except tf.errors.OpError:
+        if stream.failure is not None:
+            raise stream.failure from None
+        raise
+
+
 def _evaluate_ids(prepared: Prepared, ids: np.ndarray, cfg: TrainConfig, eval_step: Any, ctx: Any) -> tuple[float, float]:
     """Unweighted mean loss and accuracy over ``ids`` (sharded over ranks, averaged)."""
     if len(ids) == 0:
         return float("nan"), float("nan")
     mine = np.array_split(ids, ctx.size)[ctx.rank]
     loss = correct = 0.0
-    for x, y, _w in D.make_tf_dataset(prepared.stream, mine, max(cfg.batch_size, 256), None,
-                                      cfg.window_batches, cfg.parallel_reads, cfg.prefetch):
-        l_b, c_b = eval_step(x, y)
-        loss += float(l_b)
-        correct += float(c_b)
+    import tensorflow as tf
+
+    with _read_errors(prepared.stream, tf):
+        for x, y, _w in D.make_tf_dataset(prepared.stream, mine, max(cfg.batch_size, 256), None,
+                                          cfg.window_batches, cfg.parallel_reads, cfg.prefetch):
+            l_b, c_b = eval_step(x, y)
+            loss += float(l_b)
+            correct += float(c_b)
     n = ctx.average(len(mine))
     return ctx.average(loss) / n, ctx.average(correct) / n

@@ -34,7 +34,9 @@ SUBMITTER_UID="${SBT_BATCH_CONDOR_SUBMITTER_UID:-0}"  # host user whose files jo
 DOMAIN=test.pool
 # Bump when the root filesystem recipe changes: the cache key and the unpacked stamp use it.
 ROOTFS_VERSION=3
-PY_DEPS=(numpy h5py uproot awkward lz4 zstandard xxhash cramjam "dask>=2024.8" typer rich pyyaml jinja2 psutil)
+PY_DEPS=(numpy h5py uproot awkward lz4 zstandard xxhash cramjam "dask>=2024.8" distributed dask-jobqueue typer rich pyyaml jinja2 psutil)
+# Remote inputs (root://, https://) for jobs; skipped when no wheel exists for the pool's Python.
+OPTIONAL_PY_DEPS=(fsspec-xrootd xrootd aiohttp)
 VENV=/opt/sbt-batch
 PYVER=3.13
 
@@ -44,7 +46,7 @@ die() { say "error: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot and mount namespaces need it)"
 
 rootfs_key() {
-    printf '%s\n' "$ROOTFS_VERSION" "${PY_DEPS[@]}" | sha256sum | cut -c1-12
+    printf '%s\n' "$ROOTFS_VERSION" "${PY_DEPS[@]}" "${OPTIONAL_PY_DEPS[@]}" | sha256sum | cut -c1-12
 }
 
 mirror() { echo "${SBT_BATCH_DEBIAN_MIRROR:-$(apt_mirror)}"; }
@@ -100,7 +102,16 @@ debootstrap_rootfs() {  # build a fresh root filesystem in $1; each stage is res
             --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
             --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any \
             "${PY_DEPS[@]}" >"$BASE/pip.log" 2>&1 || { tail -n 20 "$BASE/pip.log" >&2; die "pip install into the pool venv failed (log: $BASE/pip.log)"; }
-        in_chroot "$dir" "$VENV/bin/python" -c 'import numpy, h5py, uproot, awkward, dask, typer, rich, yaml, jinja2, psutil' ||
+        if nice "$(pip_cmd)" install -q --disable-pip-version-check --target "$site" --only-binary=:all: \
+            --python-version "$PYVER" --implementation cp --abi "cp${PYVER/./}" \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+            --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any \
+            "${PY_DEPS[@]}" "${OPTIONAL_PY_DEPS[@]}" >"$BASE/pip-optional.log" 2>&1; then
+            echo "${OPTIONAL_PY_DEPS[*]}" >"$dir$VENV/.optional-deps"
+        else
+            say "note: ${OPTIONAL_PY_DEPS[*]} not installed in the pool venv (no wheels for Python $PYVER; log: $BASE/pip-optional.log)"
+        fi
+        in_chroot "$dir" "$VENV/bin/python" -c 'import numpy, h5py, uproot, awkward, dask, distributed, dask_jobqueue, typer, rich, yaml, jinja2, psutil' ||
             die "the pool venv cannot import the conversion dependencies"
         touch "$dir/.stage-venv"
     fi
@@ -215,9 +226,37 @@ SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS
 LOG = $HOSTCFG/log
 EOF
     mkdir -p "$HOSTCFG/log"
+    write_shims
     mkdir -p "$SHARED" "$ROOT$SHARED"
     chmod 1777 "$SHARED"
     sync_package
+}
+
+# Command-line tools for host programs that call them (dask-jobqueue's HTCondorCluster runs condor_submit,
+# condor_q and condor_rm): each runs the pool's own tool inside the root filesystem as $USER_NAME; a submit
+# file given as an argument is copied in first (the host's /tmp is not visible there).
+write_shims() {
+    mkdir -p "$HOSTCFG/bin"
+    local tool
+    for tool in condor_submit condor_q condor_rm condor_status condor_history; do
+        cat >"$HOSTCFG/bin/$tool" <<SHIM
+#!/usr/bin/env bash
+# Written by scripts/condor-pool.sh: run $tool of the test pool (inside $ROOT) as $USER_NAME.
+set -euo pipefail
+args=()
+for a in "\$@"; do
+    if [ "$tool" = condor_submit ] && [ -f "\$a" ]; then
+        dir=\$(mktemp -d "$ROOT/tmp/sbt-batch-submit.XXXXXX"); chmod 755 "\$dir"
+        cp "\$a" "\$dir/"; chmod 644 "\$dir/\$(basename "\$a")"; a="\${dir#$ROOT}/\$(basename "\$a")"
+    fi
+    args+=("\$a")
+done
+exec chroot --userspec=$USER_UID:$USER_UID "$ROOT" env -i PATH=/usr/bin:/bin HOME=/tmp \\
+    CONDOR_CONFIG=/etc/condor/condor_config _CONDOR_SEC_TOKEN_DIRECTORY=/tmp/.sbt-batch-tokens \\
+    _CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS=IDTOKENS /usr/bin/$tool "\${args[@]}"
+SHIM
+        chmod 755 "$HOSTCFG/bin/$tool"
+    done
 }
 
 # The pool's venv imports sbt_batch from a copy of the checkout (jobs run as $USER_NAME, who may not
@@ -292,6 +331,7 @@ slot_ready() { [ "$(client condor_status -af Name 2>/dev/null | wc -l)" -gt 0 ];
 start() {
     if master_alive && schedd_answers; then
         sync_package
+        write_shims
         say "already running (pid $(master_pid))"
         return 0
     fi
@@ -387,6 +427,8 @@ status() {
 print_env() {
     printf 'export CONDOR_CONFIG=%q\n' "$HOSTCFG/condor_config"
     printf 'export SBT_BATCH_CONDOR_SHARED=%q\n' "$SHARED"
+    # condor_submit/condor_q/condor_rm for host programs (dask-jobqueue): put this folder on PATH to use them
+    printf 'export SBT_BATCH_CONDOR_BIN=%q\n' "$HOSTCFG/bin"
 }
 
 case "${1:-}" in

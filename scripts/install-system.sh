@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the full test suite needs (MPI, Slurm, munge, container tools).
+# Install the Debian packages that the full test suite needs (MPI, Slurm, munge, container tools, XRootD).
 # Idempotent: packages already present are not touched, and apt-get update runs only when needed
 # (scripts/lib/apt.sh).
 set -euo pipefail
@@ -10,6 +10,8 @@ packages=(
   debootstrap                                        # the HTCondor pool and the container base
   podman buildah skopeo squashfs-tools uidmap runc   # building and running the image
   procps                                             # ps/pkill for the service scripts
+  chromium                                           # headless rendering of `sbt-batch report` pages (tests)
+  xrootd-server                                      # the root:// server of the remote-input tests
 )
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"

@@ -17,6 +17,7 @@ MUNGE_SOCKET=$BASE/munge/munge.socket.2
 CTLD_PORT=${SBT_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${SBT_SLURM_SLURMD_PORT:-6818}
 CPUS=${SBT_SLURM_CPUS:-$(nproc)}
+MIN_JOB_AGE=${SBT_SLURM_MIN_JOB_AGE:-3600}  # seconds finished job records stay in slurmctld (and count in MaxJobCount)
 PACKAGES=(slurmctld slurmd slurm-client munge libpmix-dev)
 . "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
@@ -61,10 +62,10 @@ SelectTypeParameters=CR_Core
 # without batch_sched_delay=0 every trivial job waits ~3 s for the scheduler
 SchedulerParameters=batch_sched_delay=0
 DependencyParameters=kill_invalid_depend
-# keep finished job records for an hour (sacct does not work without slurmdbd)
-MinJobAge=3600
-MaxArraySize=100001
-MaxJobCount=200000
+# keep finished job records for an hour by default (sacct does not work without slurmdbd)
+MinJobAge=$MIN_JOB_AGE
+# Slurm's defaults, as at a real site: MaxArraySize=1001 (array indices 0-1000), MaxJobCount=10000.
+# sbt-batch reads both with one `scontrol show config` per submit and splits a run into arrays.
 ReturnToService=2
 KillWait=5
 MailProg=/bin/true
@@ -82,8 +83,11 @@ SlurmdDebug=info
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+  # A changed configuration (e.g. limits) needs a restart of running daemons to take effect.
+  if [[ -f "$CONF" ]] && ! cmp -s "$CONF.tmp" "$CONF"; then CONF_CHANGED=1; fi
   mv "$CONF.tmp" "$CONF"
 }
+CONF_CHANGED=0
 
 start_munge() {
   alive "$(pid_of "$BASE/munge/munged.pid")" && return 0
@@ -147,6 +151,11 @@ case "${1:-}" in
     [[ $(id -u) == 0 ]] || die "run as root (SlurmUser=root, apt-get)"
     apt_ensure "${PACKAGES[@]}"
     write_conf
+    if [[ $CONF_CHANGED == 1 ]]; then
+      log "configuration changed: restarting slurmctld and slurmd"
+      stop_one "$BASE/run/slurmd.pid"
+      stop_one "$BASE/run/slurmctld.pid"
+    fi
     start_munge
     start_daemons
     wait_ready || die "cluster did not become ready within 30 s (logs in $BASE/log)"

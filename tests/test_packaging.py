@@ -52,6 +52,7 @@ def test_pip_install_into_fresh_venv(tmp_path: Path):
         "    path = find_template(backend, name)\n"
         "    assert path.is_relative_to(root), path\n"
         "assert (root / 'py.typed').is_file()\n"
+        "assert (root / 'report' / 'page.html.j2').is_file()\n"
     )
     result = run([str(py), "-c", code], cwd=elsewhere)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -93,6 +93,9 @@ class Backend(ABC):
     def check(self) -> None:  # noqa: B027  (optional hook)
         """Raise a UserError when the scheduler's client tools are missing (called before submit)."""
 
+    def precheck(self, count: int) -> None:  # noqa: B027  (optional hook)
+        """Before a new run's directory exists: raise a UserError when ``count`` tasks cannot be submitted (site limits)."""
+
     @abstractmethod
     def render(self, run: Run, indices: Sequence[int]) -> str:
         """Return the text of the script/submit file that :meth:`submit` would send for ``indices``."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from sbt_batch.batch.core import COMPLETED, TaskStatus, run_status, summarize
 from sbt_batch.batch.run import Run
-from sbt_batch.errors import EXIT_INCOMPLETE, InputFileError, UserError
+from sbt_batch.errors import EXIT_INCOMPLETE, InputFileError, UserError, one_line
 
 STDERR_LINES = 5
 
@@ -50,7 +50,8 @@ class CollectResult:
 Collector = Callable[[Run, Sequence[TaskStatus], bool, "Path | None", list[Problem]], CollectResult]
 COLLECTORS: dict[str, Collector] = {}
 # kind -> "module:function" imported on first use (the module registers nothing itself)
-LAZY_COLLECTORS: dict[str, str] = {"train-tabular": "sbt_batch.batch.collect:collect_tabular"}
+LAZY_COLLECTORS: dict[str, str] = {"train-tabular": "sbt_batch.batch.collect:collect_tabular",
+                                   "sweep": "sbt_batch.sweep:collect_sweep"}
 
 
 def register_collector(kind: str):
@@ -137,18 +138,61 @@ def collect_run(run: Run, allow_partial: bool = False, output: Path | None = Non
         console.print(f"merged {result.summary.get('events', '?')} events from {result.summary.get('parts', '?')} part(s) into {result.output}")
     console.print(summarize(rows))
     if all_problems and not allow_partial:
-        raise UserError(f"{run.path.name}: {len(result.problems)} task output(s) failed the checks", exit_code=EXIT_INCOMPLETE)
+        raise UserError(f"{run.path.name}: {len(result.problems)} task output(s) failed the checks "
+                        f"(tasks {', '.join(str(p.index) for p in result.problems[:10])}); `sbt-batch resubmit --invalid` reruns them",
+                        exit_code=EXIT_INCOMPLETE)
     if all_problems:
         raise UserError(f"{run.path.name}: partial: {len(all_problems)} task(s) left out; the merged output is incomplete", exit_code=EXIT_INCOMPLETE)
     return result
 
 
+def check_convert_part(task, shape: tuple | None) -> tuple[int, tuple]:
+    """Check one convert part (exists, opens, events == input entries, 2-D images); return (events, image shape)."""
+    import h5py
+
+    from sbt_batch.convert import ET_DATASET, read_entries
+
+    part = Path(task.outputs[0])
+    if not part.is_file():
+        raise InputFileError(part, "output missing although the task completed")
+    try:
+        with h5py.File(part, "r") as h5:
+            n = int(h5[ET_DATASET].shape[0])
+            part_shape = tuple(h5[ET_DATASET].shape[1:])
+    except (OSError, KeyError) as exc:
+        raise InputFileError(part, f"does not open as a converted HDF5 file ({one_line(exc, 200)})") from None
+    entries = sum(read_entries(i) for i in task.inputs)
+    if n != entries:
+        raise InputFileError(part, f"has {n} events but its inputs have {entries} entries")
+    if len(part_shape) != 2 or (shape is not None and part_shape != shape):
+        raise InputFileError(part, f"image shape {part_shape} differs from {shape}")
+    return n, part_shape
+
+
+def invalid_outputs(run: Run, rows: Sequence[TaskStatus]) -> list[Problem]:
+    """Completed tasks whose outputs cannot be used (deleted, truncated, wrong event count): what `resubmit --invalid` reruns."""
+    bad = []
+    shape = None
+    for r in rows:
+        if r.state != COMPLETED:
+            continue
+        task = run.tasks[r.index]
+        try:
+            if run.kind == "convert" and task.outputs:
+                _n, shape = check_convert_part(task, shape)
+            else:
+                for out in task.outputs:
+                    if not Path(out).exists():
+                        raise InputFileError(Path(out), "output missing although the task completed")
+        except UserError as exc:
+            bad.append(Problem(r.index, "bad output", str(exc)))
+    return bad
+
+
 @register_collector("convert")
 def collect_convert(run: Run, rows: Sequence[TaskStatus], allow_partial: bool, output: Path | None, problems: list[Problem]) -> CollectResult:
     """Check each part (exists, opens, events == input entries, image shape) and merge them in input order."""
-    import h5py
-
-    from sbt_batch.convert import ET_DATASET, merge_outputs, read_entries
+    from sbt_batch.convert import merge_outputs
 
     good: list[Path] = []
     expected = 0
@@ -158,26 +202,12 @@ def collect_convert(run: Run, rows: Sequence[TaskStatus], allow_partial: bool, o
         if r.state != COMPLETED:
             continue
         task = run.tasks[r.index]
-        part = Path(task.outputs[0])
         try:
-            if not part.is_file():
-                raise InputFileError(part, "output missing although the task completed")
-            try:
-                with h5py.File(part, "r") as h5:
-                    n = int(h5[ET_DATASET].shape[0])
-                    part_shape = tuple(h5[ET_DATASET].shape[1:])
-            except (OSError, KeyError) as exc:
-                raise InputFileError(part, f"does not open as a converted HDF5 file ({exc})") from None
-            entries = sum(read_entries(i) for i in task.inputs)
-            if n != entries:
-                raise InputFileError(part, f"has {n} events but its inputs have {entries} entries")
-            if len(part_shape) != 2 or (shape is not None and part_shape != shape):
-                raise InputFileError(part, f"image shape {part_shape} differs from {shape}")
-            shape = part_shape
+            entries, shape = check_convert_part(task, shape)
         except UserError as exc:
             bad.append(Problem(r.index, "bad output", str(exc)))
             continue
-        good.append(part)
+        good.append(Path(task.outputs[0]))
         expected += entries
     if bad and not allow_partial:
         return CollectResult(None, {}, bad)

@@ -56,11 +56,28 @@ CONDOR_KEYS = {
     "schedd": "name of the schedd to submit to (default: the local one)",
     "pool": "collector host:port used to locate the schedd",
     "universe": "universe for jobs without an image (default vanilla)",
+    "dagman": "path of condor_dagman on the schedd's machine, for --after (default /usr/bin/condor_dagman)",
 }
+DAGMAN = "/usr/bin/condor_dagman"
 # JobStatus codes of the job ClassAd.
 _IDLE, _RUNNING, _REMOVED, _COMPLETED, _HELD, _TRANSFERRING, _SUSPENDED = 1, 2, 3, 4, 5, 6, 7
 _HOLD_SPOOLING = 16  # "Spooling input data files": held only while spool() transfers the inputs
 _HOLD_DURATION = (46, 47)  # allowed_job_duration / allowed_execute_duration exceeded
+# HoldReasonCode in words (HTCondor manual, job ClassAd attributes), shown by `status`.
+HOLD_WORDS = {
+    1: "held by a user or admin (condor_hold)", 3: "held by the job's own policy (periodic_hold)", 4: "credentials (proxy) invalid",
+    5: "a policy expression was undefined", 6: "the job could not start on the execute node",
+    7: "cannot open an output file on the execute node", 8: "cannot open an input file on the execute node",
+    9: "cannot open the output stream", 10: "cannot open the input stream", 11: "file transfer protocol error",
+    12: "transferring the outputs back failed", 13: "transferring the inputs failed", 14: "the initial directory is not accessible",
+    15: "submitted on hold (--hold; condor_release to start)", 16: "transferring inputs (spool)", 21: "held by the execute node",
+    22: "cannot write the job event log", 23: "cannot access the user account on the execute node",
+    26: "held by the pool's system policy", 32: "inputs larger than the pool allows", 33: "outputs larger than the pool allows",
+    34: "over its memory or disk request", 35: "invalid container image", 45: "the Singularity/Apptainer test failed",
+    46: "over its allowed job duration (--time)", 47: "over its allowed execute duration (--time)",
+}
+# Holds worth releasing automatically (node or file-system hiccups); with --retries N, periodic_release does it N times.
+TRANSIENT_HOLDS = (6, 7, 8, 9, 10, 11, 12, 13, 14, 21, 22)
 
 
 # ---- quoting for submit descriptions ------------------------------------------------------------
@@ -176,9 +193,9 @@ class CondorBackend(Backend):
         spool = bool(settings.get("spool"))
         res = run.resources
         number = _submission_number(run)
-        after = run.manifest.get("after") or {}
-        if isinstance(after, dict) and after.get("job_ids"):
-            raise UserError("--after: the condor backend cannot wait for other jobs (use a DAGMan workflow); submit once that run completed")
+        if _waits_for_run(run) and spool:
+            raise UserError("--after: on HTCondor a run waits for another through DAGMan, which needs the shared-filesystem "
+                            "mode (condor: {spool: false})")
         image = run.manifest.get("image")
         image_settings: dict[str, Raw] = {}
         if image:
@@ -216,7 +233,14 @@ class CondorBackend(Backend):
             env_words.append(f"{key}={value}" if isinstance(value, Raw) else macro_escape(quote_word(f"{key}={_check_line(value, 'env')}")))
         environment = Raw('"' + " ".join(env_words) + '"')
         spool_base = run.path / SPOOL_DIR / str(number)
+        from sbt_batch.batch.proxy import checked_proxy
+
+        proxy = checked_proxy(res.get("time_seconds"))
+        retries = int(res.get("retries") or 0)
         return {
+            "retries": retries,
+            "transient_holds": Raw(" || ".join(f"HoldReasonCode =?= {c}" for c in TRANSIENT_HOLDS)),
+            "proxy": submit_path(proxy, "X509_USER_PROXY") if proxy else None,
             "run_name": Raw(" ".join(run.name.split())),
             "submission": number,
             "ntasks": len(indices),
@@ -247,9 +271,47 @@ class CondorBackend(Backend):
         }
 
     def render(self, run: Run, indices: Sequence[int]) -> str:
-        """The submit description for ``indices``."""
+        """The submit description for ``indices`` (with --after: followed by the DAG that waits for the other run)."""
         path = find_template("condor", TEMPLATE, run.manifest.get("template"))
-        return render_template(path, self.context(run, indices))
+        text = render_template(path, self.context(run, indices))
+        if _waits_for_run(run):
+            number = _submission_number(run)
+            dag = dag_text(run, f"condor-{number}.sub")
+            text += f"\n# --after: submitted through DAGMan; scripts/run-{number}.dag:\n" + "".join(f"#   {line}\n" for line in dag.splitlines())
+        return text
+
+    def _submit_dag(self, run: Run, schedd, script: Path, number: int, indices: Sequence[int]) -> dict[int, str]:
+        """--after: submit a DAG whose PRE script waits for the other run, then submits this run's node file."""
+        htcondor2 = _htcondor()
+        dag = run.write_script(f"run-{number}.dag", dag_text(run, script.name), executable=False)
+        settings = condor_settings(run)
+        text = "\n".join([
+            "# DAGMan for sbt-batch --after: the node submits this run's tasks once the other run completed",
+            "universe = scheduler",
+            f"executable = {submit_path(settings.get('dagman') or DAGMAN, 'dagman')}",
+            f"initialdir = {submit_path(dag.parent, 'run directory')}",
+            f"output = {dag.name}.lib.out", f"error = {dag.name}.lib.err", f"log = {dag.name}.dagman.log",
+            "getenv = PATH,HOME,USER,LANG,TZ",
+            "remove_kill_sig = SIGUSR1",
+            'My.OtherJobRemoveRequirements = "DAGManJobId =?= $(cluster)"',
+            "on_exit_remove = (ExitSignal =?= 11 || (ExitCode =!= UNDEFINED && ExitCode >=0 && ExitCode <= 2))",
+            "copy_to_spool = False",
+            f'arguments = "-p 0 -f -l . -Lockfile {dag.name}.lock -Dag {dag.name} -AutoRescue 0 -DoRescueFrom 0"',
+            # not strict: a warning (e.g. the node log under /tmp, as in the test pool) must not abort the DAG
+            f'environment = "_CONDOR_DAGMAN_LOG={dag.name}.dagman.out _CONDOR_MAX_DAGMAN_LOG=0 _CONDOR_DAGMAN_USE_STRICT=0"',
+            f"+SbtBatchRun = {classad_string(str(run.path))}",
+            "queue", ""])
+        run.write_script(f"run-{number}.dag.condor.sub", text, executable=False)
+        try:
+            result = schedd.submit(htcondor2.Submit(text))
+        except Exception as exc:
+            raise UserError(f"condor: submitting the DAG for --after failed ({one_line(exc, 300)})") from None
+        dagman = result.cluster()
+        if run.submissions:
+            run.submissions[-1]["backend"] = {"dagman": dagman, "cluster": None, "mode": "shared", "log": f"logs/condor-{number}.log",
+                                              "spool_dir": None, "dag": f"scripts/{dag.name}"}
+            run.submissions[-1]["script"] = f"scripts/{script.name}"
+        return {i: f"dag{dagman}.{p}" for p, i in enumerate(sorted(indices))}
 
     # ---- scheduler access --------------------------------------------------------------------
     def _schedd(self, run: Run):
@@ -274,6 +336,8 @@ class CondorBackend(Backend):
         number = _submission_number(run)
         if spool:
             self._stage(run, number, indices)
+        if _waits_for_run(run):
+            return self._submit_dag(run, self._schedd(run), script, number, indices)
         try:
             description = htcondor2.Submit(text)
         except Exception as exc:
@@ -305,6 +369,40 @@ class CondorBackend(Backend):
         return {i: _job_id(cluster, p) for i, p in procs.items()}
 
     def query(self, run: Run, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """States of ``job_ids`` (DAG placeholders ``dagD.p`` resolved through the node's event log); see :meth:`_query`."""
+        dag_ids = [j for j in job_ids if j.startswith("dag")]
+        if not dag_ids:
+            return self._query(run, job_ids)
+        real: dict[str, str] = {}
+        waiting: dict[int, list[str]] = {}
+        for jid in dag_ids:
+            dagman, _, proc = jid[3:].partition(".")
+            rec = next((s for s in run.submissions if str(s.get("backend", {}).get("dagman")) == dagman), None)
+            if rec is None or not proc.isdigit():
+                continue
+            states = read_event_log(run.path / rec["backend"]["log"])
+            clusters = sorted({int(j.split(".")[0]) for j in states})
+            if clusters:
+                rec["backend"]["cluster"] = clusters[0]  # the node's jobs exist: ask about them as usual
+                real[jid] = f"{clusters[0]}.{proc}"
+            else:
+                waiting.setdefault(int(dagman), []).append(jid)
+        out = self._query(run, [j for j in job_ids if j not in dag_ids] + list(real.values()))
+        answers = {jid: out.pop(r) for jid, r in real.items() if r in out}
+        if waiting:  # the node is not submitted yet: the DAGMan job waits for the other run (PRE script)
+            try:
+                ads = self._schedd(run).query(" || ".join(f"ClusterId == {d}" for d in waiting), ["ClusterId", "JobStatus"])
+            except Exception as exc:
+                raise UserError(f"condor: cannot reach the schedd ({one_line(exc, 300)})") from None
+            alive = {int(ad["ClusterId"]) for ad in ads if int(ad.get("JobStatus", 0)) in (_IDLE, _RUNNING, _HELD)}
+            after = (run.manifest.get("after") or {}).get("run", "the other run")
+            for dagman, ids in waiting.items():
+                js = JobState(PENDING, None, f"waiting for {Path(after).name} (DAGMan)") if dagman in alive else \
+                    JobState(CANCELLED, None, f"DAGMan ended before submitting the tasks: {Path(after).name} did not complete")
+                answers.update({jid: js for jid in ids})
+        return {**out, **answers}
+
+    def _query(self, run: Run, job_ids: Sequence[str]) -> dict[str, JobState]:
         """States of ``job_ids``: the event log first (shared mode), then one schedd query; spool jobs that finished are retrieved."""
         records = self._records(run)
         wanted: dict[str, tuple[int, int]] = {j: ids for j in job_ids if (ids := _split_id(j)) and ids[0] in records}
@@ -357,8 +455,8 @@ class CondorBackend(Backend):
         return out
 
     def cancel(self, run: Run, job_ids: Sequence[str]) -> None:
-        """Remove ``job_ids`` with one ``JobAction.Remove``."""
-        ids = [j for j in job_ids if _split_id(j)]
+        """Remove ``job_ids`` with one ``JobAction.Remove`` (a DAG's tasks: its DAGMan job, which removes its node)."""
+        ids = [j for j in job_ids if _split_id(j)] + sorted({j[3:].split(".")[0] for j in job_ids if j.startswith("dag")})
         if ids:
             self._remove(self._schedd(run), ids, "cancelled with sbt-batch cancel", strict=True)
 
@@ -378,7 +476,9 @@ class CondorBackend(Backend):
             log.warning("condor: cannot remove jobs %s: %s", ids, one_line(exc, 300))
 
     def _stage(self, run: Run, number: int, indices: Sequence[int]) -> None:
-        """Spool mode: write ``spool/<n>/<i>/`` (manifest with local paths, input links, empty output dirs)."""
+        """Spool mode: write ``spool/<n>/<i>/`` (manifest with local paths, input links, empty output dirs; URL inputs stay URLs)."""
+        from sbt_batch.remote import is_url
+
         base = run.path / SPOOL_DIR / str(number)
         if base.exists():
             shutil.rmtree(base)
@@ -390,6 +490,8 @@ class CondorBackend(Backend):
             (folder / "inputs").mkdir()
             mapping: dict[str, str] = {}
             for k, src in enumerate(task.inputs):
+                if is_url(src):  # root:// or https://: the task reads it from the storage itself; nothing to transfer
+                    continue
                 path = Path(src)
                 if not path.exists():
                     raise UserError(f"{src}: input not found (spool mode transfers it to the execute node)")
@@ -417,6 +519,25 @@ class CondorBackend(Backend):
             rec = records[cluster]
             index = sorted(rec["indices"])[proc]
             harvest(run, run.path / rec["backend"]["spool_dir"] / str(index), index)
+
+
+def _waits_for_run(run: Run) -> bool:
+    """True when --after named a run that was still active at submit time (so DAGMan must wait for it)."""
+    after = run.manifest.get("after") or {}
+    return isinstance(after, dict) and bool(after.get("job_ids"))
+
+
+def dag_text(run: Run, node_file: str) -> str:
+    """The DAG of a run submitted with --after: one node (this run's tasks) whose PRE script waits for the other run."""
+    other = str(run.manifest["after"]["run"])
+    command = list(run.sbt_command)
+    words = [*command, "task", "wait-run", other]
+    bad = next((w for w in [str(run.path), *words] if not w or any(c.isspace() or c == '"' for c in w)), None)
+    if bad is not None:
+        raise UserError(f"--after: {bad!r} contains whitespace or a quote, which a DAG file cannot carry")
+    return (f"# sbt-batch --after: submit {node_file} once every task of {other} completed\n"
+            f"JOB tasks {node_file} DIR {run.path / 'scripts'}\n"
+            f"SCRIPT PRE tasks {' '.join(words)}\n")
 
 
 def rewrite_argv(argv: Sequence[str], mapping: Mapping[str, str]) -> list[str]:
@@ -478,13 +599,21 @@ def _move_into_place(src: Path, dst: Path) -> None:
         shutil.rmtree(src) if src.is_dir() else src.unlink()
 
 
+def hold_words(code: int, reason: str) -> str:
+    """A hold reason in words: what the code means, then HTCondor's own message."""
+    words = HOLD_WORDS.get(code)
+    if words is None:
+        return f"held (code {code}): {reason}" if code else reason
+    return f"{words}: {reason}" if reason and reason != "held" else words
+
+
 def _held_state(code: int, reason: str) -> JobState:
     """A held job's state: still spooling its inputs (pending), over its time limit (timeout), or held."""
     if code == _HOLD_SPOOLING:
         return JobState(PENDING, None, "transferring inputs")
     if code in _HOLD_DURATION:
         return JobState(TIMEOUT, None, f"time limit exceeded: {reason}")
-    return JobState(HELD, None, reason)
+    return JobState(HELD, None, hold_words(code, reason))
 
 
 def _state_from_ad(ad) -> JobState:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sbt_batch.batch.backend import ACTIVE_STATES, CANCELLED, COMPLETED, FAILED, TIMEOUT, Backend, JobState, get_backend
-from sbt_batch.batch.run import FINAL_TASK_STATES, T_KILLED, T_RUNNING, Run, find_runs
+from sbt_batch.batch.run import CANCEL_MARKER, FINAL_TASK_STATES, T_KILLED, T_REQUEUED, T_RUNNING, Run, find_runs
 from sbt_batch.errors import UserError
 
 # Task states shown by `status` (task file merged with the scheduler's answer).
@@ -38,6 +38,7 @@ class TaskStatus:
     job_id: str | None = None
     reason: str = ""
     inputs: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # earlier failed tries of this attempt: exit code, signal, cause
 
     @property
     def active(self) -> bool:
@@ -52,6 +53,7 @@ def submit_run(run: Run, backend: Backend | None = None, indices: Sequence[int] 
     if not indices:
         raise UserError(f"{run.path}: nothing to submit")
     backend.check()
+    (run.path / "logs" / CANCEL_MARKER).unlink(missing_ok=True)
     record = run.begin_submission(indices)
     try:
         job_ids = backend.submit(run, indices)
@@ -70,30 +72,80 @@ def _current_state(run: Run, index: int, attempt: int) -> dict | None:
     return state
 
 
+def wrapper_gone(state: dict) -> bool:
+    """True when a ``running`` state file names a wrapper on this host whose process is gone (kill -9, crash)."""
+    import socket
+
+    if state.get("host") != socket.gethostname() or not state.get("pid"):
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(int(state["pid"]))
+        if state.get("pid_created") is not None and abs(proc.create_time() - float(state["pid_created"])) > 0.05:
+            return True  # the pid now belongs to another process
+        return proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.AccessDenied, ValueError, TypeError):
+        return False
+
+
+def _describe_history(history: list[dict], final_state: str) -> str:
+    """The cause of each failed try, for the reason column."""
+    if not history:
+        return ""
+    causes = "; ".join(f"try {h.get('try')}: {h.get('cause')}" for h in history[-3:])
+    more = f"{len(history) - 3} earlier, " if len(history) > 3 else ""
+    return f"{len(history)} failed tr{'y' if len(history) == 1 else 'ies'} ({more}{causes})"
+
+
 def _row(index: int, attempt: int, state: dict | None, job_id: str | None) -> TaskStatus:
     row = TaskStatus(index=index, state=S_UNSUBMITTED if job_id is None else S_MISSING, attempt=attempt, job_id=job_id)
+    if state and state.get("state") == "damaged":
+        row.reason = state.get("error", "state.json damaged")
+        return row
     if state:
         row.state = state["state"]
         row.exit_code = state.get("exit_code")
         row.host = state.get("host")
         row.duration = state.get("duration")
         row.job_id = job_id or state.get("job_id")
+        row.history = list(state.get("history") or [])
+        if state["state"] == T_REQUEUED:
+            row.state = "pending"
+        row.reason = _describe_history(row.history, row.state)
     return row
 
 
 def _merge(row: TaskStatus, state: dict | None, js: JobState | None) -> None:
     """Combine the task file (``state``) with the scheduler's answer (``js``) into ``row.state``."""
+    if state and state.get("state") == "damaged":
+        state = None  # the scheduler's answer decides; the reason names the damaged file
+        if js is None or not js.active:
+            row.state = S_LOST
+            return
     if state and state["state"] in FINAL_TASK_STATES:
         return
     if state and state["state"] == T_KILLED:
         row.state = js.state if js and js.state in {CANCELLED, TIMEOUT} else S_KILLED
+    elif state and state["state"] == T_REQUEUED:
+        if js is not None and js.active:
+            row.state = js.state
+        else:
+            row.state = js.state if js and js.state in {CANCELLED, TIMEOUT} else S_LOST
+            row.reason = row.reason or "requeued after a checkpoint, but the scheduler no longer has the job"
     elif state and state["state"] == T_RUNNING:
-        if js is None:
+        if js is not None and js.state in {CANCELLED, TIMEOUT}:
+            row.state = js.state
+        elif wrapper_gone(state):
+            row.state, row.reason = S_LOST, "the task wrapper died without recording an exit code (killed?)"
+        elif js is None:
             row.state, row.reason = S_LOST, "the task stopped without recording an exit code"
         elif js.active:
             row.state = "running"
         else:
-            row.state = js.state if js.state in {CANCELLED, TIMEOUT} else S_LOST
+            row.state = S_LOST
     elif js is not None:  # no state file for this attempt
         if js.active or js.state in {CANCELLED, TIMEOUT}:
             row.state = js.state
@@ -109,7 +161,7 @@ def run_status(run: Run, backend: Backend | None = None) -> list[TaskStatus]:
     """Every task's merged state, asking the scheduler once about the unfinished ones."""
     job_ids = run.latest_job_ids()
     rows: list[TaskStatus] = []
-    unfinished: dict[str, TaskStatus] = {}
+    unfinished: dict[str, list[TaskStatus]] = {}  # a packed Slurm job runs several tasks: one id, several rows
     for task in run.tasks:
         attempt = run.attempt_of(task.index)
         state = _current_state(run, task.index, attempt) if attempt else run.read_state(task.index)
@@ -117,16 +169,17 @@ def run_status(run: Run, backend: Backend | None = None) -> list[TaskStatus]:
         row.inputs = task.inputs
         rows.append(row)
         if (state is None or state["state"] not in FINAL_TASK_STATES) and task.index in job_ids:
-            unfinished[job_ids[task.index]] = row
+            unfinished.setdefault(job_ids[task.index], []).append(row)
     if unfinished:
         backend = backend or get_backend(run.backend)
         answers = backend.query(run, list(unfinished))
-        for jid, row in unfinished.items():
+        for jid, row in ((j, r) for j, group in unfinished.items() for r in group):
             js = answers.get(jid)
             state = _current_state(run, row.index, row.attempt)
             if js is None or not js.active:  # the task may have finished while we asked
                 fresh = _row(row.index, row.attempt, state, jid)
                 row.state, row.exit_code, row.host, row.duration = fresh.state, fresh.exit_code, fresh.host, fresh.duration
+                row.history, row.reason = fresh.history, fresh.reason
             _merge(row, state, js)
     return rows
 
@@ -162,11 +215,26 @@ def select_for_resubmit(rows: Sequence[TaskStatus], failed: bool, missing: bool)
     return [r.index for r in rows if r.state in wanted]
 
 
-def resubmit_run(run: Run, failed: bool, missing: bool, backend: Backend | None = None) -> tuple[list[int], dict[int, str]]:
-    """Resubmit the selected tasks as one new array in the same run; return (indices, job ids)."""
+def resubmit_run(run: Run, failed: bool, missing: bool, backend: Backend | None = None, invalid: bool = False,
+                 only: Sequence[int] | None = None) -> tuple[list[int], dict[int, str]]:
+    """Resubmit the selected tasks as one new array in the same run; return (indices, job ids).
+
+    ``invalid``: also completed tasks whose outputs fail the kind's checks (deleted, truncated, wrong
+    event count). ``only``: exactly these tasks (if not active), whatever their state.
+    """
     backend = backend or get_backend(run.backend)
     rows = run_status(run, backend)
-    indices = select_for_resubmit(rows, failed, missing)
+    if only is not None:
+        busy = [r.index for r in rows if r.index in set(only) and r.active]
+        if busy:
+            raise UserError(f"--tasks: task(s) {', '.join(map(str, busy[:10]))} are still queued or running")
+        indices = sorted(only)
+    else:
+        indices = select_for_resubmit(rows, failed, missing)
+        if invalid:
+            from sbt_batch.batch.collect import invalid_outputs
+
+            indices = sorted(set(indices) | {p.index for p in invalid_outputs(run, rows)})
     if not indices:
         return [], {}
     if run.resources.get("hold"):  # --hold applies to the first submission only
@@ -180,7 +248,8 @@ def cancel_run(run: Run, backend: Backend | None = None) -> list[int]:
     rows = run_status(run, backend)
     active = [r for r in rows if r.active and r.job_id]
     if active:
-        backend.cancel(run, [r.job_id for r in active])
+        (run.path / "logs" / CANCEL_MARKER).write_text("cancelled by user\n")  # stopped tasks are not requeued
+        backend.cancel(run, sorted({r.job_id for r in active}))
     return [r.index for r in active]
 
 
@@ -199,3 +268,30 @@ def list_runs(runs_dir: Path, query: bool = True) -> list[tuple[Run, list[TaskSt
         except UserError as exc:
             out.append((run, None, str(exc)))
     return out
+
+
+def wait_for_run(ref: str, interval: float = 5.0) -> int:
+    """Block until every task of run ``ref`` completed (0) or one failed for good (1), from its state files only.
+
+    What a DAGMan PRE script runs for ``--after`` on HTCondor: no scheduler access is needed on the schedd's machine.
+    """
+    import time
+
+    run = Run.open(ref)
+    while True:
+        run = Run.open(run.path)
+        states = []
+        for task in run.tasks:
+            attempt = run.attempt_of(task.index)
+            state = run.read_state(task.index)
+            current = state if state and state.get("attempt", 1) >= attempt else None
+            states.append(current.get("state") if current else None)
+        if all(s == "completed" for s in states):
+            return 0
+        bad = [i for i, s in enumerate(states) if s in ("failed", T_KILLED)]
+        if bad:
+            import sys
+
+            sys.stderr.write(f"error: {run.path.name}: task(s) {', '.join(map(str, bad[:10]))} did not complete\n")
+            return 1
+        time.sleep(interval)

@@ -11,7 +11,7 @@ from sbt_batch.errors import UserError
 PART_PATTERN = "part-{:05d}.h5"
 
 
-def convert_tasks(inputs: Sequence[Path], files_per_job: int, output_dir: Path, extra: Sequence[str] = (), workers: int = 1) -> list[Task]:
+def convert_tasks(inputs: Sequence[Path | str], files_per_job: int, output_dir: Path, extra: Sequence[str] = (), workers: int = 1) -> list[Task]:
     """Split ``inputs`` (in order) into chunks of ``files_per_job``; task i converts chunk i to ``parts/part-i.h5``."""
     extra = list(extra)
     if not any(a in {"--workers", "-j"} or a.startswith("--workers=") for a in extra):
@@ -23,15 +23,33 @@ def convert_tasks(inputs: Sequence[Path], files_per_job: int, output_dir: Path, 
     parts = output_dir / "parts"
     tasks = []
     for i, start in enumerate(range(0, len(inputs), files_per_job)):
-        chunk = [str(p) for p in inputs[start : start + files_per_job]]
+        chunk = [str(p) for p in inputs[start : start + files_per_job]]  # URLs (str) pass unchanged: the task reads them remotely
         out = str(parts / PART_PATTERN.format(i))
         tasks.append(Task(index=i, argv=["convert", *chunk, "--output", out, *extra], inputs=chunk, outputs=[out]))
     return tasks
 
 
-def single_task(command: str, argv: Sequence[str], outputs: Sequence[str] = ()) -> list[Task]:
-    """One task running ``sbt-batch COMMAND ARGV...`` (train, evaluate)."""
-    return [Task(index=0, argv=[command, *argv], outputs=list(outputs))]
+def option_value(argv: Sequence[str], *names: str) -> str | None:
+    """The value of the last ``--opt VALUE`` / ``--opt=VALUE`` among ``names`` in ``argv`` (None when absent)."""
+    value = None
+    for k, word in enumerate(argv):
+        if word == "--":
+            break
+        if word in names and k + 1 < len(argv):
+            value = argv[k + 1]
+        for n in names:
+            if n.startswith("--") and word.startswith(n + "="):
+                value = word[len(n) + 1:]
+    return value
+
+
+def single_task(command: str, argv: Sequence[str], outputs: Sequence[str] = (), resume: bool = False) -> list[Task]:
+    """One task running ``sbt-batch COMMAND ARGV...`` (train, evaluate); ``resume``: after exit 75 run ``COMMAND --resume OUT``."""
+    meta = {}
+    out = option_value(argv, "--out", "-o") if resume else None
+    if out:
+        meta["resume_argv"] = [command, "--resume", str(Path(out).absolute())]
+    return [Task(index=0, argv=[command, *argv], outputs=list(outputs), meta=meta)]
 
 
 def repeat_tasks(command: str, argv: Sequence[str], repeats: int, output_dir: Path) -> list[Task]:

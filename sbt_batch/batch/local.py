@@ -201,6 +201,36 @@ def _wait_for_dependency(run: Run, stop: threading.Event) -> str | None:
     return "cancelled by user"
 
 
+def _group_alive(pgid: int) -> bool:
+    """True while a process (not a zombie) of process group ``pgid`` exists."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
+
+
+def _reap_group(run: Run, index: int, timeout: float = 10.0) -> None:
+    """SIGKILL the process group of task ``index``'s command (from state.json) and wait until it is gone."""
+    state = run.read_state(index) or {}
+    pgid = state.get("child_pgid")
+    if not isinstance(pgid, int) or pgid <= 1:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+
+
 def runner_main(run_dir: str, number: int) -> int:
     """Body of the detached runner: run the tasks of submission ``number`` in a pool."""
     run = Run.open(run_dir)
@@ -235,6 +265,8 @@ def runner_main(run_dir: str, number: int) -> int:
             child = subprocess.Popen(wrapper_command(run, index), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
             children[index] = child
         rc = child.wait()
+        if rc < 0 or rc >= 128:  # the wrapper itself was killed: its command must be gone before the next task starts
+            _reap_group(run, index)
         with lock:
             children.pop(index, None)
         print(f"{time.strftime('%H:%M:%S')} task {index} exit {rc}", flush=True)

@@ -8,7 +8,7 @@ Layout (see DESIGN.md, batch layer)::
                         (number, indices, job ids, script, status)
       scripts/          what was actually submitted (sbatch script, condor submit file, ...)
       logs/             scheduler-side logs (Slurm --output, local runner log)
-      tasks/<i>/        stdout, stderr, state.json (written atomically by `sbt-batch task run`)
+      tasks/<i>/        stdout, stderr, state.json (written atomically by `sbt-batch task run`, which makes the folder)
 
 A *task* is an ``sbt-batch`` command line (``argv`` without the program name).  A *submission*
 sends some task indices to the backend in one scheduler call; ``resubmit`` appends a new one.
@@ -43,7 +43,10 @@ T_RUNNING = "running"
 T_COMPLETED = "completed"
 T_FAILED = "failed"  # the command exited non-zero
 T_KILLED = "killed"  # the wrapper got SIGTERM/SIGINT (cancel, timeout, preemption)
+T_REQUEUED = "requeued"  # checkpointed (exit 75) and handed back to the scheduler, which runs it again
 FINAL_TASK_STATES = frozenset({T_COMPLETED, T_FAILED})
+CANCEL_MARKER = "cancel-requested"  # logs/<this>: `sbt-batch cancel` ran; stopped tasks are not requeued
+DAMAGED = {"state": "damaged"}  # what read_state returns for a state.json that exists but cannot be parsed
 
 
 def utc_now() -> str:
@@ -144,9 +147,7 @@ class Run:
         try:
             for sub in ("scripts", "logs", "tasks"):
                 (tmp / sub).mkdir()
-            base = str(tmp / "tasks")
-            for t in tasks:
-                os.mkdir(f"{base}/{t.index}")
+            # tasks/<i>/ is made by the task's wrapper when it starts: 10,000 mkdirs would cost seconds here
             write_text_atomic(tmp / MANIFEST, manifest_text(manifest))
             for n in range(1, 1000):
                 final = runs_dir / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
@@ -174,11 +175,7 @@ class Run:
             if not found:
                 raise UserError(f"{ref}: not a run directory (no {MANIFEST}) and no run of that name")
             path = found[-1]
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path / MANIFEST}: cannot read manifest ({exc})") from None
-        return cls(path.absolute(), manifest)
+        return cls(path.absolute(), read_manifest(path / MANIFEST))
 
     def save(self) -> None:
         """Write the manifest atomically."""
@@ -239,14 +236,25 @@ class Run:
         return self.path / "tasks" / str(index)
 
     def read_state(self, index: int) -> dict[str, Any] | None:
-        """The task's state.json, or None when missing or unreadable."""
+        """The task's state.json; None when missing; ``{"state": "damaged", "error": ...}`` when it cannot be parsed."""
+        path = self.task_dir(index) / STATE
         try:
-            return json.loads((self.task_dir(index) / STATE).read_text())
-        except (OSError, ValueError):
+            text = path.read_text()
+        except FileNotFoundError:
             return None
+        except OSError as exc:
+            return {**DAMAGED, "error": f"{path}: unreadable ({exc.strerror})"}
+        try:
+            state = json.loads(text)
+        except ValueError as exc:
+            return {**DAMAGED, "error": f"{path}: corrupt state file ({exc})"}
+        if not isinstance(state, dict) or not isinstance(state.get("state"), str):
+            return {**DAMAGED, "error": f"{path}: corrupt state file (not a task state)"}
+        return state
 
     def write_state(self, index: int, state: dict[str, Any]) -> None:
-        """Write the task's state.json atomically."""
+        """Write the task's state.json atomically (creating ``tasks/<i>/`` when needed)."""
+        self.task_dir(index).mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.task_dir(index) / STATE, state)
 
     def write_script(self, filename: str, text: str, executable: bool = True) -> Path:
@@ -296,6 +304,26 @@ class Run:
             for i, j in s.get("job_ids", {}).items():
                 out[int(i)] = j
         return out
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Load and sanity-check a manifest.json; one-line UserError naming the file when it is damaged."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read manifest ({exc.strerror})") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: corrupt manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: corrupt manifest (not a JSON object)")
+    for key, kind in (("name", str), ("kind", str), ("backend", str), ("tasks", list)):
+        if not isinstance(manifest.get(key), kind):
+            raise UserError(f"{path}: corrupt manifest ('{key}' missing or not a {kind.__name__})")
+    if not all(isinstance(t, dict) and isinstance(t.get("argv"), list) for t in manifest["tasks"]):
+        raise UserError(f"{path}: corrupt manifest (a task entry has no argv list)")
+    if not isinstance(manifest.get("submissions", []), list):
+        raise UserError(f"{path}: corrupt manifest ('submissions' is not a list)")
+    return manifest
 
 
 def manifest_text(manifest: dict[str, Any]) -> str:

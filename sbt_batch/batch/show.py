@@ -57,6 +57,9 @@ def show_status(ref: str, runs_dir: Path | None, watch: bool = False, interval: 
     """Print the status table once, or refresh it until nothing is queued or running."""
     run = Run.open(ref, runs_dir)
     rows = run_status(run)
+    for r in rows:
+        if "state.json" in r.reason and ("corrupt" in r.reason or "unreadable" in r.reason):
+            sys.stderr.write(f"warning: task {r.index}: {r.reason}\n")
     if as_json:
         sys.stdout.write(json.dumps({"run": str(run.path), "state": run_state(rows), "tasks": [asdict(r) for r in rows]}, indent=1) + "\n")
         return
@@ -90,9 +93,10 @@ def show_runs(runs_dir: Path | None) -> None:
         return
     table = [["run", "kind", "backend", "created", "state", "tasks"]]
     for run, rows, error in found:
-        if run is None:
-            table.append(["?", "", "", "", "unreadable", error])
-        elif rows is None:
+        if run is None:  # a damaged manifest: warn in one line, list the good runs
+            sys.stderr.write(f"warning: {' '.join(error.split())}\n")
+            continue
+        if rows is None:
             table.append([run.path.name, run.kind, run.backend, run.manifest.get("created", ""), "unknown", error])
         else:
             table.append([run.path.name, run.kind, run.backend, run.manifest.get("created", ""), run_state(rows), summarize(rows)])

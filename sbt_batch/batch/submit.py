@@ -38,6 +38,7 @@ class SubmitOptions:
     template: Path | None = None
     directive: list[str] | None = None
     after: str | None = None
+    retries: int | None = None
     hold: bool = False
     dry_run: bool = False
     launcher: list[str] = field(default_factory=list)
@@ -45,11 +46,14 @@ class SubmitOptions:
     ntasks: int | None = None
 
 
-def resolve_inputs(items: Sequence[str]) -> list[Path]:
-    """Expand INPUT arguments (files, dirs, globs, @lists) into absolute paths, in order."""
+def resolve_inputs(items: Sequence[str]) -> list[Path | str]:
+    """Expand INPUT arguments (files, dirs, globs, URLs, @lists) into absolute paths and URLs, in order.
+
+    root:// and https:// URLs stay strings: the tasks read them remotely (and spool mode transfers nothing for them).
+    """
     from sbt_batch.inputs import expand_inputs
 
-    return [p.absolute() for p in expand_inputs(items)]
+    return [p if isinstance(p, str) else p.absolute() for p in expand_inputs(items)]
 
 
 def build_settings(kind: str, opts: SubmitOptions, options: dict[str, Any]) -> tuple[str, Path, dict[str, Any]]:
@@ -63,6 +67,7 @@ def build_settings(kind: str, opts: SubmitOptions, options: dict[str, Any]) -> t
     cpus = check_count(pick("cpus", opts.cpus), "--cpus", 1)
     gpus = check_count(pick("gpus", opts.gpus), "--gpus", 0)
     max_running = check_count(pick("max_running", opts.max_running), "--max-running", 1)
+    retries = check_count(pick("retries", opts.retries), "--retries", 0)
     template = opts.template
     if template is not None:
         template = template.absolute()
@@ -79,6 +84,7 @@ def build_settings(kind: str, opts: SubmitOptions, options: dict[str, Any]) -> t
         "account": pick("account", opts.account),
         "accounting_group": profile.get("accounting_group"),
         "max_running": max_running,
+        "retries": retries or 0,
         "hold": bool(opts.hold),
         "nodes": opts.nodes,
         "ntasks": opts.ntasks,
@@ -118,11 +124,13 @@ def resolve_after(ref: str, backend: str, runs_dir: Path | None) -> dict[str, An
     return {"run": str(other.path), "backend": other.backend, "job_ids": active}
 
 
-def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], opts: SubmitOptions, options: dict[str, Any]) -> Run | None:
+def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], opts: SubmitOptions, options: dict[str, Any],
+                   check_task: Callable[[list[str]], None] | None = None) -> Run | None:
     """Create the run directory and submit every task in one scheduler call (or print it with --dry-run).
 
     ``tasks_fn(settings)`` builds the task list once the options and the site profile are merged
-    (``settings["resources"]["cpus"]`` etc. are final).
+    (``settings["resources"]["cpus"]`` etc. are final). ``check_task(argv)`` validates a task's command
+    line (a dry parse with the real command) before anything exists.
     """
     from sbt_batch.console import console
 
@@ -130,6 +138,9 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
     backend_name, runs_dir, settings = build_settings(kind, opts, options)
     backend = get_backend(backend_name)
     tasks = tasks_fn(settings)
+    if check_task is not None and tasks:
+        for t in {id(x): x for x in (tasks[0], tasks[-1])}.values():
+            check_task(t.argv)
     # Rendered before anything exists: a value the job script cannot carry fails here, leaving no run behind.
     stamp = datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
     manifest = {"name": name, "kind": kind, "backend": backend_name, **settings, "tasks": [t.to_dict() for t in tasks], "submissions": []}
@@ -143,6 +154,7 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
         print_task_table(draft)
         return None
     backend.check()
+    backend.precheck(len(tasks))
     for d in options.get("make_dirs", []):
         try:
             Path(d).mkdir(parents=True, exist_ok=True)
@@ -159,19 +171,36 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
     return run
 
 
-def resubmit_cli(ref: str, runs_dir: Path | None, failed: bool, missing: bool, time: str | None, mem: str | None) -> None:
+def parse_task_list(text: str, count: int) -> list[int]:
+    """``"3,7,1000-1200"`` -> sorted task indices (one-line UserError for a bad or out-of-range spec)."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        a, dash, b = part.partition("-")
+        if not a.isdigit() or (dash and not b.isdigit()):
+            raise UserError(f"--tasks: {part!r} is not an index or a range A-B")
+        lo, hi = int(a), int(b) if dash else int(a)
+        if lo > hi or hi >= count:
+            raise UserError(f"--tasks: {part!r} is outside the run's tasks 0-{count - 1}")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def resubmit_cli(ref: str, runs_dir: Path | None, failed: bool, missing: bool, time: str | None, mem: str | None,
+                 invalid: bool = False, tasks: str | None = None) -> None:
     """`resubmit`: new array of the selected tasks in the same run; new --time/--mem apply to it."""
     from sbt_batch.batch.core import resubmit_run
     from sbt_batch.console import console
 
     run = Run.open(ref, runs_dir)
+    only = parse_task_list(tasks, len(run.tasks)) if tasks else None
     if time is not None:
         run.resources["time"], run.resources["time_seconds"] = time, parse_time(time)
     if mem is not None:
         run.resources["mem"], run.resources["mem_mb"] = mem, parse_mem(mem)
     if time is not None or mem is not None:
         run.save()
-    indices, job_ids = resubmit_run(run, failed, missing)
+    indices, job_ids = resubmit_run(run, failed, missing, invalid=invalid, only=only)
     if not indices:
         console.print(f"nothing to resubmit in {run.path.name}")
         return

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from sbt_batch import __version__
-from sbt_batch.console import setup_logging
+from sbt_batch.console import set_debug, setup_logging
 
 app = typer.Typer(
     name="sbt-batch",
@@ -49,6 +47,8 @@ def root(
     debug: bool = typer.Option(False, "--debug", help="Debug log output, TensorFlow's own messages included."),
 ) -> None:
     """Convert gFEX ntuples, train and export CNNs, and run it all as batch jobs."""
-    # TensorFlow's C++ INFO/WARNING lines drown what people read; --debug brings them back.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "2")
+    # TensorFlow's C++ start-up lines drown what people read; --debug brings them back (set_debug
+    # overrides a TF_CPP_MIN_LOG_LEVEL inherited from the environment; console.import_tensorflow
+    # filters what C++ writes before that variable takes effect).
+    set_debug(debug)
     setup_logging(2 if debug else int(verbose))

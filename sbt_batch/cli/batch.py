@@ -8,7 +8,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Optional
 
+import copy
+
 import typer
+from typer._click import core as click
+from typer._click.exceptions import ClickException
+from typer.core import TyperArgument, TyperCommand
 
 from sbt_batch.cli.app import app
 from sbt_batch.errors import UserError
@@ -42,6 +47,7 @@ SUBMIT_OPTIONS: list[tuple[str, Any, Any]] = [
     ("template", Optional[Path], typer.Option(None, "--template", help="Your own copy of the backend's job template.")),
     ("directive", Optional[list[str]], typer.Option(None, "--directive", help="Extra scheduler directive, e.g. --directive=--qos=short (repeatable).")),
     ("after", Optional[str], typer.Option(None, "--after", help="Start only after this run completed successfully.")),
+    ("retries", Optional[int], typer.Option(None, "--retries", help="Retry a failed task up to N times (not after a one-line bad-input error; exit 75 resumes).")),
     ("hold", bool, typer.Option(False, "--hold", help="Submit held (Slurm: release with scontrol release).", hidden=True)),
     ("dry_run", bool, typer.Option(False, "--dry-run", help="Print the job script and the task table; submit nothing.")),
 ]
@@ -63,47 +69,167 @@ def submit_options(func: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+class SubmitCommand(TyperCommand):
+    """A ``submit X`` command that also takes every option of ``sbt-batch X``, copied from the real command.
+
+    Options that other code adds to ``convert``/``train``/... appear here by themselves. A spelling that a
+    submit option already uses stays the submit option's (``-b`` is --backend, so train's --background is
+    spelled in full); options that ``submit`` sets per task (``SUBMIT_SETS``) are not offered.
+    """
+
+    target = ""
+
+    def _borrowed(self, ctx: click.Context) -> list[click.Parameter]:
+        cached = getattr(self, "_borrowed_params", None)
+        if cached is not None:
+            return cached
+        own = super().get_params(ctx)
+        taken = {o for p in own for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+        own_names = {p.name for p in own}
+        out: list[click.Parameter] = []
+        for param in real_command(self.target).params:
+            if param.name in SUBMIT_SETS.get(self.target, ()) or param.name == "help":
+                continue
+            if isinstance(param, TyperArgument):
+                if param.name in own_names:
+                    continue
+                twin = copy.copy(param)
+            else:
+                twin = copy.copy(param)
+                twin.opts = [o for o in param.opts if o not in taken]
+                twin.secondary_opts = [o for o in getattr(param, "secondary_opts", []) if o not in taken]
+                if not twin.opts:
+                    continue
+                twin.rich_help_panel = f"Options of sbt-batch {self.target}"  # type: ignore[attr-defined]
+                twin.name = BORROWED + str(param.name)  # never the same key as a submit option's
+            out.append(twin)
+        self._borrowed_params = out
+        return out
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        """The submit options, then the borrowed ones, then --help."""
+        own = super().get_params(ctx)
+        help_opts = [p for p in own if p.name == "help"]
+        return [p for p in own if p.name != "help"] + self._borrowed(ctx) + help_opts
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Turn the borrowed options given on the command line back into the task's argv (``ctx.meta``)."""
+        from typer._click.core import ParameterSource
+
+        positional: list[str] = []
+        words: list[str] = []
+        for param in self._borrowed(ctx):
+            value = ctx.params.pop(param.name, None)
+            if ctx.get_parameter_source(param.name) not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+                continue
+            if isinstance(param, TyperArgument):
+                positional += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+            else:
+                words += option_words(param, value)
+        ctx.meta["sbt_task_argv"] = positional + words
+        return super().invoke(ctx)
+
+
+BORROWED = "cmd__"
+# Options of the real command that `submit` sets for every task itself.
+SUBMIT_SETS = {"convert": ("inputs", "output"), "train-tabular": ("out", "repeats", "repeat_index")}
+
+
+def option_words(param: click.Parameter, value: Any) -> list[str]:
+    """The command-line words that give option ``param`` the parsed ``value``."""
+    name = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+    if getattr(param, "is_flag", False):
+        if value:
+            return [name]
+        return [param.secondary_opts[0]] if param.secondary_opts else []
+    text = lambda v: str(v)  # noqa: E731
+    if getattr(param, "multiple", False):
+        return [w for v in value or () for w in (name, *(map(text, v) if isinstance(v, (list, tuple)) else [text(v)]))]
+    if param.nargs != 1 and isinstance(value, (list, tuple)):
+        return [name, *map(text, value)]
+    return [name, text(value)]
+
+
+def real_command(kind: str) -> click.Command:
+    """The click command of ``sbt-batch KIND`` (convert, train, evaluate, train-tabular)."""
+    for info in app.registered_commands:
+        name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
+        if name == kind:
+            return typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                    rich_markup_mode=app.rich_markup_mode)
+    raise UserError(f"submit: no command '{kind}'")  # pragma: no cover
+
+
+def check_task_argv(argv: list[str]) -> None:
+    """Parse a task's argv with the real command (nothing runs): one-line UserError for what it would refuse."""
+    kind, args = argv[0], list(argv[1:])
+    command = real_command(kind)
+    try:
+        ctx = command.make_context(kind, args)
+    except typer.Exit:
+        return
+    except ClickException as exc:
+        raise UserError(f"submit {kind}: {exc.format_message()} (the options of `sbt-batch {kind}` apply; see --help)") from None
+    ctx.close()
+
+
+def _task_argv(ctx: typer.Context) -> list[str]:
+    """The borrowed options (as words), then what came after ``--``."""
+    return [*ctx.meta.get("sbt_task_argv", []), *ctx.args]
+
+
 def _do_submit(kind: str, tasks_fn, opts: dict[str, Any], options: dict[str, Any] | None = None) -> None:
     import dataclasses
 
     from sbt_batch.batch.submit import SubmitOptions, submit_new_run
 
     fields = {f.name for f in dataclasses.fields(SubmitOptions)}
-    submit_new_run(kind, tasks_fn, SubmitOptions(**{k: v for k, v in opts.items() if k in fields}), options or {})
+    submit_new_run(kind, tasks_fn, SubmitOptions(**{k: v for k, v in opts.items() if k in fields}), options or {},
+                   check_task=check_task_argv)
 
 
-@submit_app.command("convert")
+def _command_class(kind: str) -> type[SubmitCommand]:
+    return type(f"Submit{kind.title().replace('-', '')}Command", (SubmitCommand,), {"target": kind})
+
+
+@submit_app.command("convert", cls=_command_class("convert"))
 @submit_options
 def submit_convert(
-    inputs: list[str] = typer.Argument(..., help="Input ntuples (files, directories, globs or @list files)."),
+    ctx: typer.Context,
+    inputs: list[str] = typer.Argument(..., help="Input ntuples (files, directories, globs, @list files or root:// / https:// URLs)."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where parts/ and the merged HDF5 go."),
-    files_per_job: int = typer.Option(1, "--files-per-job", "-k", help="Input files per task."),
-    convert_args: str = typer.Option("", "--convert-args", help="Extra `sbt-batch convert` options for every task, e.g. '--eta-max 2.7'."),
+    files_per_job: Optional[int] = typer.Option(None, "--files-per-job", "-k", help="Input files per task [1]."),
+    convert_args: Optional[str] = typer.Option(None, "--convert-args", hidden=True, help="Deprecated: give the convert options directly."),
     opts: dict[str, Any] = SHARED,
 ) -> None:
-    """Convert ntuples to HDF5 as a batch run: one task per --files-per-job inputs."""
+    """Convert ntuples to HDF5 as a batch run: one task per --files-per-job inputs; takes every `sbt-batch convert` option."""
     from sbt_batch.batch.kinds import convert_tasks
     from sbt_batch.batch.submit import resolve_inputs
 
     import shlex
 
     out = output_dir.absolute()
-    files = resolve_inputs(inputs)
     try:
-        extra = shlex.split(convert_args)
+        extra = [*_task_argv(ctx), *shlex.split(convert_args or "")]
     except ValueError as exc:
         raise UserError(f"--convert-args: {exc}") from None
-    _do_submit("convert", lambda settings: convert_tasks(files, files_per_job, out, extra, settings["resources"]["cpus"]), opts, {"output_dir": str(out), "merged": str(out / "merged.h5"), "make_dirs": [str(out / "parts")]})
+    if convert_args:
+        from sbt_batch.console import err_console
+
+        err_console.print("warning: --convert-args is deprecated; give the `sbt-batch convert` options directly", markup=False)
+    files = resolve_inputs(inputs)
+    per_job = 1 if files_per_job is None else files_per_job
+    _do_submit("convert", lambda settings: convert_tasks(files, per_job, out, extra, settings["resources"]["cpus"]), opts, {"output_dir": str(out), "merged": str(out / "merged.h5"), "make_dirs": [str(out / "parts")]})
 
 
 def _single(kind: str, ctx: typer.Context, opts: dict[str, Any]) -> None:
     from sbt_batch.batch.kinds import single_task
 
-    argv = list(ctx.args)
+    argv = _task_argv(ctx)
     _do_submit(kind, lambda _settings: single_task(kind, argv), opts)
 
 
-@submit_app.command("train", context_settings=PASS)
+@submit_app.command("train", context_settings=PASS, cls=_command_class("train"))
 @submit_options
 def submit_train(
     ctx: typer.Context,
@@ -112,41 +238,43 @@ def submit_train(
     ntasks: Optional[int] = typer.Option(None, "--ntasks", help="Horovod: ranks in total."),
     ntasks_per_node: Optional[int] = typer.Option(None, "--ntasks-per-node", help="Horovod: ranks per node."),
     gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="Horovod: GPUs per node (default: one rank each)."),
-    mpi_launcher: str = typer.Option("srun", "--mpi-launcher", help="Slurm ranks: srun (--mpi=pmix) | mpirun."),
+    mpi_launcher: Optional[str] = typer.Option(None, "--mpi-launcher", help="Slurm ranks: srun (--mpi=pmix) | mpirun [srun]."),
 ) -> None:
-    """Submit one `sbt-batch train ...` task (N Horovod ranks with --ntasks/--nodes); training options after `--`."""
+    """Submit one `sbt-batch train ...` task (N Horovod ranks with --ntasks/--nodes); takes every `train` option (or after `--`)."""
     from sbt_batch.batch.kinds import single_task
     from sbt_batch.launch import train_submit_settings
 
-    ranks = {"nodes": nodes, "ntasks": ntasks, "ntasks_per_node": ntasks_per_node, "gpus_per_node": gpus_per_node, "mpi_launcher": mpi_launcher}
-    opts, argv = train_submit_settings({**opts, **ranks}, list(ctx.args))
-    _do_submit("train", lambda _settings: single_task("train", argv), opts)
+    ranks = {"nodes": nodes, "ntasks": ntasks, "ntasks_per_node": ntasks_per_node, "gpus_per_node": gpus_per_node,
+             "mpi_launcher": mpi_launcher or "srun"}
+    opts, argv = train_submit_settings({**opts, **ranks}, _task_argv(ctx))
+    _do_submit("train", lambda _settings: single_task("train", argv, resume=True), opts)
 
 
-@submit_app.command("evaluate", context_settings=PASS)
+@submit_app.command("evaluate", context_settings=PASS, cls=_command_class("evaluate"))
 @submit_options
 def submit_evaluate(
     ctx: typer.Context,
     opts: dict[str, Any] = SHARED,
 ) -> None:
-    """Submit one `sbt-batch evaluate ...` task; put the evaluation options after `--`."""
+    """Submit one `sbt-batch evaluate RUN_DIR ...` task; takes every `evaluate` option (or after `--`)."""
     _single("evaluate", ctx, opts)
 
 
-@submit_app.command("train-tabular", context_settings=PASS)
+@submit_app.command("train-tabular", context_settings=PASS, cls=_command_class("train-tabular"))
 @submit_options
 def submit_train_tabular(
     ctx: typer.Context,
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Training output; repeat i goes to DIR/repeat-i."),
-    repeats: int = typer.Option(1, "--repeats", help="Independent trainings, one task each."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Independent trainings, one task each [1]."),
     opts: dict[str, Any] = SHARED,
 ) -> None:
-    """Submit --repeats `sbt-batch train-tabular ... --repeat-index i` tasks; options after `--`."""
+    """Submit --repeats `sbt-batch train-tabular ... --repeat-index i` tasks; takes every `train-tabular` option (or after `--`)."""
     from sbt_batch.batch.kinds import repeat_tasks
 
-    argv = list(ctx.args)
+    argv = _task_argv(ctx)
     out = output_dir.absolute()
-    _do_submit("train-tabular", lambda _settings: repeat_tasks("train-tabular", argv, repeats, out), opts, {"output_dir": str(out), "repeats": repeats, "make_dirs": [str(out)]})
+    n = 1 if repeats is None else repeats
+    _do_submit("train-tabular", lambda _settings: repeat_tasks("train-tabular", argv, n, out), opts, {"output_dir": str(out), "repeats": n, "make_dirs": [str(out)]})
 
 
 @app.command("status", rich_help_panel="Batch")
@@ -169,12 +297,15 @@ def collect(
     runs_dir: Optional[Path] = O_RUNS_DIR,
     allow_partial: bool = typer.Option(False, "--allow-partial", help="Merge what is there even if tasks failed."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Merged output (convert: default OUTPUT_DIR/merged.h5)."),
+    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Merge parts written by different sbt-batch versions."),
 ) -> None:
     """Check every task's outputs, merge them, and list failed or missing tasks (exit 4 when incomplete)."""
     from sbt_batch.batch.collect import collect_run
     from sbt_batch.batch.run import Run
+    from sbt_batch.provenance import allow_mixed_versions
 
-    collect_run(Run.open(run, runs_dir), allow_partial=allow_partial, output=output)
+    with allow_mixed_versions(allow_mixed):
+        collect_run(Run.open(run, runs_dir), allow_partial=allow_partial, output=output)
 
 
 @app.command("resubmit", rich_help_panel="Batch")
@@ -183,16 +314,18 @@ def resubmit(
     runs_dir: Optional[Path] = O_RUNS_DIR,
     failed: bool = typer.Option(False, "--failed", help="Tasks that failed, were cancelled, timed out or were lost."),
     missing: bool = typer.Option(False, "--missing", help="Tasks that never ran or were never submitted."),
-    unfinished: bool = typer.Option(False, "--unfinished", help="Both (the default)."),
+    invalid: bool = typer.Option(False, "--invalid", help="Completed tasks whose outputs were deleted, truncated or hold the wrong event count."),
+    unfinished: bool = typer.Option(False, "--unfinished", help="Failed, missing and invalid (the default)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Exactly these tasks, e.g. 5000 or 3,7,10-20."),
     time: Optional[str] = typer.Option(None, "--time", help="New wall time for the resubmitted tasks."),
     mem: Optional[str] = typer.Option(None, "--mem", help="New memory for the resubmitted tasks."),
 ) -> None:
     """Submit only the failed and/or missing tasks again, as one new array in the same run."""
     from sbt_batch.batch.submit import resubmit_cli
 
-    if unfinished or not (failed or missing):
-        failed = missing = True
-    resubmit_cli(run, runs_dir, failed=failed, missing=missing, time=time, mem=mem)
+    if unfinished or not (failed or missing or invalid):
+        failed = missing = invalid = True
+    resubmit_cli(run, runs_dir, failed=failed, missing=missing, time=time, mem=mem, invalid=invalid, tasks=tasks)
 
 
 @app.command("cancel", rich_help_panel="Batch")
@@ -219,12 +352,27 @@ def runs(runs_dir: Optional[Path] = O_RUNS_DIR) -> None:
 
 
 @task_app.command("run")
-def task_run(run_dir: Path = typer.Argument(...), index: int = typer.Argument(...)) -> None:
+def task_run(
+    run_dir: Path = typer.Argument(...),
+    index: int = typer.Argument(...),
+    map_file: Optional[Path] = typer.Option(None, "--map", help="Packed job: run the tasks on line INDEX of this file, one after another."),
+) -> None:
     """Run task INDEX of RUN_DIR and record tasks/INDEX/state.json (what every batch job executes)."""
-    from sbt_batch.batch.task import run_task
+    from sbt_batch.batch.task import run_packed, run_task
 
-    code = run_task(run_dir, index)
+    code = run_task(run_dir, index) if map_file is None else run_packed(run_dir, map_file, index)
     raise typer.Exit(code)
+
+
+@task_app.command("wait-run")
+def task_wait_run(
+    run_dir: Path = typer.Argument(...),
+    interval: float = typer.Option(5.0, "--interval", help="Seconds between looks at the state files."),
+) -> None:
+    """Wait until every task of RUN_DIR completed (exit 0) or one failed (exit 1): the PRE script of a DAG for --after."""
+    from sbt_batch.batch.core import wait_for_run
+
+    raise typer.Exit(wait_for_run(str(run_dir), interval))
 
 
 @task_app.command("probe", context_settings=PASS)
@@ -233,14 +381,34 @@ def task_probe(
     sleep: float = typer.Option(0.0, "--sleep", help="Seconds to sleep before exiting."),
     exit_code: int = typer.Option(0, "--exit", help="Exit code to return."),
     done_if: Optional[Path] = typer.Option(None, "--done-if", help="Exit 0 at once when this file exists."),
+    fail_first: int = typer.Option(0, "--fail-first", help="With --counter: exit --exit for the first N runs, then 0."),
+    counter: Optional[Path] = typer.Option(None, "--counter", help="File counting the runs of this probe."),
+    checkpoint_on_term: bool = typer.Option(False, "--checkpoint-on-term", help="On SIGTERM exit 75 (as train does)."),
+    spawn: bool = typer.Option(False, "--spawn", help="Start a child `sleep` and print its pid (process-group tests)."),
 ) -> None:
     """Print the arguments, host and directory as JSON, then sleep and exit (to test a batch system)."""
     import json
     import os
+    import signal as _signal
     import socket
+    import subprocess
     import time as _time
 
-    print(json.dumps({"args": list(ctx.args), "host": socket.gethostname(), "cwd": os.getcwd()}), flush=True)
+    info: dict[str, Any] = {"args": list(ctx.args), "host": socket.gethostname(), "cwd": os.getcwd(), "pid": os.getpid(),
+                            "x509_user_proxy": os.environ.get("X509_USER_PROXY")}
+    if spawn:
+        info["child"] = subprocess.Popen(["sleep", "600"]).pid
+    if checkpoint_on_term:
+        _signal.signal(_signal.SIGTERM, lambda *_: os._exit(75))
+    if counter is not None:
+        runs = int(counter.read_text() or 0) + 1 if counter.exists() else 1
+        counter.write_text(str(runs))
+        info["run"] = runs
+        if runs > fail_first:
+            exit_code = 0
+    print(json.dumps(info), flush=True)
+    if counter is not None and fail_first and exit_code:
+        raise typer.Exit(exit_code)
     if done_if is not None and done_if.exists():
         raise typer.Exit(0)
     deadline = _time.monotonic() + sleep

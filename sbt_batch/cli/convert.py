@@ -18,7 +18,7 @@ PANEL = "Data"
 
 @app.command("convert", rich_help_panel=PANEL)
 def convert_cmd(
-    inputs: list[str] = typer.Argument(..., help="Input ntuples: files, directories (their *.root), globs or @list.txt.", show_default=False),
+    inputs: list[str] = typer.Argument(..., help="Input ntuples: files, directories (their *.root), globs, root:// or https:// URLs, or @list.txt.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="Output HDF5 file (written atomically).", show_default=False),
     tree: str = typer.Option("mytree", "--tree", help="Event TTree or RNTuple."),
     maps_tree: str = typer.Option("maps", "--maps-tree", help="Tree with one entry of gTowerEta/gTowerPhi."),
@@ -26,7 +26,10 @@ def convert_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local dask worker processes (default: one per core, at most one per file, none below 200 MB of towers); 1 converts in-process."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (tcp://HOST:PORT)."),
     step_size: str = typer.Option("100MB", "--step-size", help="Read this much (or this many entries) per step; bounds memory."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable inputs, list them, and exit with code 3."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable inputs (also URLs that stay unreachable), list them, and exit with code 3."),
+    read_timeout: float = typer.Option(60.0, "--read-timeout", help="root:// and http(s):// inputs: seconds one request may wait (connect, or a read without progress)."),
+    read_retries: int = typer.Option(3, "--read-retries", help="root:// and http(s):// inputs: retries of a request on transient errors, with exponential backoff (1, 2, 4 s...)."),
+    pad_towers: bool = typer.Option(False, "--pad-towers", help="Pad gTowerEt shorter than the maps with 0 and truncate longer ones (root_numpy's behaviour), counting the events; otherwise such an event is an error."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Start dask workers as batch jobs: slurm or condor (dask-jobqueue)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", help="Number of batch jobs for --cluster."),
 ) -> None:
@@ -36,7 +39,8 @@ def convert_cmd(
 
     result = convert(
         inputs, output, tree=tree, maps_tree=maps_tree, eta_max=eta_max, workers=workers, scheduler=scheduler,
-        step_size=step_size, skip_bad=skip_bad, cluster=cluster, jobs=jobs, show_progress=True,
+        step_size=step_size, skip_bad=skip_bad, cluster=cluster, jobs=jobs, show_progress=True, pad_towers=pad_towers,
+        read_timeout=read_timeout, read_retries=read_retries,
     )  # fmt: skip
     print_summary(result)
     if result.skipped:
@@ -58,8 +62,10 @@ def print_summary(result: "ConvertResult") -> None:
     table.add_row("events", f"{result.events:,}")
     table.add_row("files", f"{len(result.files)} converted, {len(result.skipped)} skipped")
     table.add_row("grid", f"{rows} x {cols} (|eta| <= {result.eta_max:g})")
+    if result.pad_towers or result.padded:
+        table.add_row("padded", f"{result.padded:,} events padded or truncated to the maps' tower count")
     table.add_row("workers", str(result.workers))
-    table.add_row("time", f"{result.seconds:.2f} s ({result.rate:,.0f} events/s)")
+    table.add_row("time", f"{result.seconds:.2f} s ({result.rate:,.0f} events/s, {result.mb_rate:,.1f} MB/s read)")
     console.print(table)
     if result.skipped:
         bad = Table(title="skipped inputs", title_justify="left")
@@ -82,6 +88,7 @@ def sample_ntuples_cmd(
     rntuple: bool = typer.Option(False, "--rntuple", help="Write RNTuples instead of TTrees."),
     shuffle_towers: bool = typer.Option(False, "--shuffle-towers", help="Store the towers in a random order (maps shuffled alike)."),
     basket_events: int = typer.Option(1000, "--basket-events", help="Events per TTree basket."),
+    layout: str = typer.Option("fixed", "--layout", help="Tower branches as fixed float[1184] arrays, or jagged (variable-length arrays, read like std::vector<float>)."),
 ) -> None:
     """Write gFEX ntuples in the real layout (mytree: gTowerEt float[1184], Kt4EMTopoEventShape_Density; maps)."""
     from rich.table import Table
@@ -92,7 +99,7 @@ def sample_ntuples_cmd(
 
     written: list[tuple[Path, int]] = []
     common = dict(seed=seed, compression=compression, rntuple=rntuple, shuffle_towers=shuffle_towers,
-                  basket_events=basket_events, on_file=lambda p, n: written.append((p, n)))  # fmt: skip
+                  basket_events=basket_events, layout=layout, on_file=lambda p, n: written.append((p, n)))  # fmt: skip
     if from_hdf5 is not None:
         embed_hdf5(from_hdf5, out_dir, files=files, events=events, **common)
         note = "convert back with --eta-max " + ", ".join(f"{e} ({r} rows)" for r, e in ETA_MAX_FOR_ROWS.items())

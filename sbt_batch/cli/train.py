@@ -17,7 +17,7 @@ _FILES = "HDF5 file from 'sbt-batch convert'; repeat the option, give a comma li
 def train_cmd(
     signal: Optional[list[str]] = typer.Option(None, "--signal", "-s", help=f"Signal (label 1) {_FILES}"),
     background: Optional[list[str]] = typer.Option(None, "--background", "-b", help=f"Background (label 0) {_FILES}"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name: 1c, 2c, 1c1m, 2c2m (default), 2c2m-dropout."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name: 1c, 2c, 1c1m, 2c2m (default), 2c2m-dropout, res3."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory to create."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML job spec (jobs/train-gfex.yaml); flags override it."),
     epochs: Optional[int] = typer.Option(None, help="Epochs [10]."),
@@ -47,6 +47,12 @@ def train_cmd(
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--fast", help="TF op determinism [on]."),
     resume: Optional[Path] = typer.Option(None, help="Continue RUN_DIR from its last checkpoint (same weights as uninterrupted)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar per epoch."),
+    drop_nonfinite: Optional[bool] = typer.Option(None, "--drop-nonfinite/--refuse-nonfinite",
+                                                  help="Leave out events with NaN/inf towers (counted in config.yaml) instead of refusing the file."),
+    padding: Optional[str] = typer.Option(None, help="valid (default) | circular (phi periodic, eta zero) | circular-reflect (eta reflected)."),
+    augment: Optional[str] = typer.Option(None, help="Random symmetry per event and step: none (default) | phi (roll) | eta (reflect) | full."),
+    tta: Optional[str] = typer.Option(None, help="Test-time average at evaluate/export over: none (default) | phi | eta | full."),
+    split_seed: Optional[int] = typer.Option(None, help="Seed of the event subset and split [--seed]; fix it to compare seeds on one split."),
     ranks: Optional[int] = typer.Option(None, "--ranks", help="Train on N Horovod ranks on this machine (see --launcher)."),
     launcher: str = typer.Option("gloo", "--launcher", help="For --ranks: gloo (horovodrun --gloo) | mpi (mpirun)."),
 ) -> None:

@@ -360,6 +360,35 @@ def training_weights(table: Table, mode: str = "abs", balance: bool = True) -> n
     return w
 
 
+def check_weights(data: Datasets, columns: Columns, mode: str = "abs") -> None:
+    """Refuse unusable weights before any training, naming the column and the file.
+
+    Unusable: a training weight column that is 0 everywhere, or whose class totals (after the
+    negative-weight ``mode``) are not positive; physics weights (EventWeight x post_fit_weight)
+    whose signal or background total is not positive in the test events (the sensitivity's input).
+    """
+    tw = columns.training_weight or "training weight"
+    for table in (data.train, data.val):
+        if columns.training_weight and len(table) and not np.any(table.training_weight):
+            raise UserError(f"{table.source}: column '{tw}' is 0 for every event: nothing to train with")
+        w = table.training_weight.astype(np.float64)
+        w = np.abs(w) if mode == "abs" else np.where(w < 0, 0.0, w) if mode == "zero" else w
+        for value, name in ((1, "signal"), (0, "background")):
+            total = float(w[table.y == value].sum())
+            if not total > 0:
+                raise UserError(f"{table.source}: column '{tw}' sums to {total:g} for the {name} events "
+                                f"(after --negative-weights {mode}); need a positive total")
+    ew = columns.event_weight or columns.post_fit_weight
+    if ew is None:
+        return
+    both = "' x '".join(c for c in (columns.event_weight, columns.post_fit_weight) if c)
+    for value, name in ((1, "signal"), (0, "background")):
+        total = float(data.test.physics_weight[data.test.y == value].sum())
+        if not total > 0:
+            raise UserError(f"{data.test.source}: column '{both}' sums to {total:g} for the {name} events; "
+                            "the sensitivity needs a positive expected yield")
+
+
 def write_table(path: str | Path, data: dict[str, np.ndarray], *, tree: str = "Nominal") -> None:
     """Write columns to CSV, HDF5 (one dataset per column) or a ROOT TTree, atomically."""
     path = Path(path)
@@ -372,15 +401,21 @@ def write_table(path: str | Path, data: dict[str, np.ndarray], *, tree: str = "N
                 writer.writerow(names)
                 writer.writerows(zip(*(_csv_values(data[n]) for n in names)))
         elif kind == "hdf5":
+            import io
+
             import h5py
 
-            with h5py.File(tmp, "w") as handle:
+            # Built in memory, then written with plain I/O: HDF5 reports a full disk only when it frees
+            # dataset handles (as ignored exceptions, or a crash), never as an error the caller sees.
+            image = io.BytesIO()
+            with h5py.File(image, "w") as handle:
                 for name in names:
                     values = data[name]
                     if values.dtype == object:
                         handle.create_dataset(name, data=values.astype(str).astype("S"))
                     else:
                         handle.create_dataset(name, data=values, compression="gzip")
+            tmp.write_bytes(image.getvalue())
         else:
             import uproot
 

@@ -11,14 +11,15 @@ i = 0..N-1, each a full run directory whose ``sensitivity.json`` has at least ``
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sbt_batch.errors import EXIT_INCOMPLETE, UserError
-from sbt_batch.fileio import write_json_atomic
+from sbt_batch.errors import EXIT_INCOMPLETE, InputFileError, UserError
+from sbt_batch.fileio import new_dir, write_json_atomic
 
 REPEAT_DIR = re.compile(r"^repeat-(\d+)$")
 SUMMARY_FILE = "repeats.json"
@@ -38,13 +39,22 @@ def repeat_dirs(run_dir: str | Path) -> dict[int, Path]:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    """One repeat's sensitivity.json, or None when absent or unreadable."""
+    """One repeat's sensitivity.json, or None when absent; a damaged or non-finite one is one line naming it."""
+    file = path / "sensitivity.json"
     try:
-        data = json.loads((path / "sensitivity.json").read_text())
-        float(data["sensitivity"])
-        return data
-    except (OSError, ValueError, KeyError, TypeError):
+        text = file.read_text()
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise InputFileError(file, f"cannot read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+        value, error = float(data["sensitivity"]), float(data.get("error", 0.0))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputFileError(file, f"damaged or truncated ({type(exc).__name__}); train this repeat again") from None
+    if not (math.isfinite(value) and math.isfinite(error)):
+        raise InputFileError(file, f"sensitivity {value} ± {error} is not finite; train this repeat again")
+    return data
 
 
 def trimmed_stats(values: list[float], drop: int) -> tuple[float, float, list[bool]]:
@@ -68,6 +78,10 @@ def collect_repeats(
 ) -> dict[str, Any]:
     """Summarise ``run_dir/repeat-*/sensitivity.json``: trimmed mean and std plus the table of all repeats."""
     run_dir = Path(run_dir)
+    if expected is not None and expected < 1:
+        raise UserError(f"--expected: must be at least 1, got {expected}")
+    if drop < 0:
+        raise UserError(f"--drop: must be >= 0, got {drop}")
     dirs = repeat_dirs(run_dir)
     wanted = range(expected) if expected is not None else dirs.keys()
     rows, missing = [], []
@@ -102,11 +116,12 @@ def collect_repeats(
         "missing": missing,
         "repeats": rows,
     }
-    write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    if plots:
+    if plots:  # first, so that repeats.json appears only with its plot (a full disk leaves neither)
         from sbt_batch.tabular.plots import plot_repeats
 
-        plot_repeats(summary, run_dir / "plots" / "sensitivity-repeats")
+        with new_dir(run_dir / "plots"):
+            plot_repeats(summary, run_dir / "plots" / "sensitivity-repeats")
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
     return summary
 
 

@@ -14,7 +14,6 @@ into ``RUN_DIR/repeat-<i>/`` (one batch array task; ``collect_repeats(RUN_DIR)``
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +25,12 @@ from sbt_batch.config import check_keys, load_yaml
 from sbt_batch.console import console, log, progress
 from sbt_batch.errors import UserError
 from sbt_batch.evaluate import auc, roc_curve
-from sbt_batch.fileio import atomic_path, write_json_atomic
+from sbt_batch.fileio import atomic_path, new_dir, write_json_atomic
 from sbt_batch.rundir import RunDir
 from sbt_batch.tabular.columns import Columns, parse_list
-from sbt_batch.tabular.data import NEGATIVE_WEIGHT_MODES, Datasets, load_datasets, parse_split, training_weights
+from sbt_batch.tabular.data import (
+    NEGATIVE_WEIGHT_MODES, Datasets, check_weights, load_datasets, parse_split, training_weights,
+)
 from sbt_batch.tabular.scalers import SCALERS, fit_scaler
 from sbt_batch.tabular.sensitivity import binned_sensitivity
 
@@ -78,9 +79,37 @@ class TabularConfig:
         return asdict(self)
 
 
+_INTS = ("layers", "epochs", "batch_size", "seed", "split_seed", "fine_steps", "repeats", "repeat_index", "drop")
+_FLOATS = ("dropout", "lr", "z_s", "z_b")
+_BOOLS = ("balance", "plots")
+_TEXTS = ("out", "train", "val", "test", "tree", "hdf5_key", "scaler", "optimizer", "negative_weights")
+
+
+def _check_types(spec: dict[str, Any]) -> None:
+    """Raise a one-line UserError naming the key whose value has the wrong type (YAML job specs)."""
+    def flag(name: str) -> str:
+        return f"--{name.replace('_', '-')}"
+
+    for name, value in spec.items():
+        if value is None:
+            continue
+        if name in _INTS and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UserError(f"{flag(name)}: expected an integer, got {value!r}")
+        if name in _FLOATS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{flag(name)}: expected a number, got {value!r}")
+        if name in _BOOLS and not isinstance(value, bool):
+            raise UserError(f"{flag(name)}: expected true or false, got {value!r}")
+        if name in _TEXTS and not isinstance(value, (str, Path)):
+            raise UserError(f"{flag(name)}: expected text, got {value!r}")
+    data = spec.get("data")
+    if data is not None and not all(isinstance(p, (str, Path)) for p in (data if isinstance(data, list) else [data])):
+        raise UserError(f"--data: expected file names (text or a list of text), got {data!r}")
+
+
 def resolve_config(spec: dict[str, Any], where: str = "config") -> TabularConfig:
     """Build a :class:`TabularConfig` from a mapping (YAML spec merged with CLI flags), validated."""
     check_keys(spec, TabularConfig.__dataclass_fields__, where)
+    _check_types(spec)
     spec = dict(spec)
     if "data" in spec:
         spec["data"] = [str(p) for p in (spec["data"] if isinstance(spec["data"], list) else [spec["data"]])]
@@ -115,8 +144,9 @@ def _check_choices(cfg: TabularConfig) -> None:
                                  ("--negative-weights", cfg.negative_weights, NEGATIVE_WEIGHT_MODES)):
         if value not in allowed:
             raise UserError(f"{flag}: expected one of {', '.join(allowed)}, got {value!r}")
-    if not float(cfg.lr) > 0:
-        raise UserError(f"--lr: must be > 0, got {cfg.lr}")
+    for flag, value in (("--lr", cfg.lr), ("--z-s", cfg.z_s), ("--z-b", cfg.z_b)):
+        if not float(value) > 0:
+            raise UserError(f"{flag}: must be > 0, got {value}")
     layer_spec(cfg.layers, cfg.units, cfg.activation)
     _columns(cfg)
     parse_split(cfg.split)
@@ -149,13 +179,24 @@ def _save_checkpoint(path: Path, model: Any, epoch: int) -> None:
 
 def train_one(cfg: TabularConfig, out: str | Path, repeat: int = 0, datasets: Datasets | None = None) -> dict[str, Any]:
     """Train one model with seed ``cfg.seed + repeat`` into run directory ``out``; return sensitivity.json's content."""
-    from sbt_batch.tabular.model import build_model, compile_model, layer_spec
+    from sbt_batch.tabular.model import layer_spec
 
     spec = layer_spec(cfg.layers, cfg.units, cfg.activation)
     data = datasets or load_inputs(cfg)  # bad options and inputs fail before TensorFlow loads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off stderr
+    check_weights(data, _columns(cfg), cfg.negative_weights)  # unusable weights fail before any directory exists
+    with new_dir(out):  # a failed training leaves no half-made run directory
+        return _train_one(cfg, RunDir(Path(out)), repeat, data, spec)
+
+
+def _train_one(cfg: TabularConfig, run: RunDir, repeat: int, data: Datasets, spec: list[tuple[int, str]]) -> dict[str, Any]:
+    """The body of :func:`train_one` inside its new run directory."""
+    from sbt_batch.console import import_tensorflow
+    from sbt_batch.tabular.model import build_model, compile_model
+
+    import_tensorflow()  # TensorFlow's C++ start-up chatter stays off stderr
     import keras
-    rd = RunDir(Path(out)).create()
+
+    rd = run.create()
     seed = cfg.seed + repeat
     rd.write_config({**cfg.to_dict(), "repeat_index": repeat, "training_seed": seed, "task": "kinematics"})
     if data.split is not None:
@@ -236,6 +277,7 @@ def train_tabular(cfg: TabularConfig, out: str | Path | None = None) -> dict[str
     out = Path(out if out is not None else cfg.out)  # type: ignore[arg-type]
     cfg.out = str(out)
     data = load_inputs(cfg)  # load and validate once, before any directory is made
+    check_weights(data, _columns(cfg), cfg.negative_weights)
     if cfg.repeat_index is not None:  # one array task: RUN/repeat-<i>, as with --repeats N
         from sbt_batch.fileio import check_writable_dir
 
@@ -248,8 +290,12 @@ def train_tabular(cfg: TabularConfig, out: str | Path | None = None) -> dict[str
 
     if cfg.repeats <= 2 * cfg.drop:
         raise UserError(f"--repeats: {cfg.repeats} repeats leave nothing after dropping --drop {cfg.drop} largest and smallest")
-    RunDir(out).create().write_config({**cfg.to_dict(), "task": "kinematics"})
-    for i in range(cfg.repeats):
-        res = train_one(cfg, out / f"{REPEAT_PREFIX}{i}", i, data)
-        console.print(f"repeat {i}: sensitivity {res['sensitivity']:.3f} ± {res['error']:.3f}")
-    return collect_repeats(out, drop=cfg.drop, expected=cfg.repeats, plots=cfg.plots)
+    def _keep(_exc: BaseException) -> bool:  # finished repeats are kept (rerun the missing ones with --repeat-index)
+        return any(out.glob(f"{REPEAT_PREFIX}*/{SENSITIVITY_FILE}"))
+
+    with new_dir(out, keep=_keep):
+        RunDir(out).create().write_config({**cfg.to_dict(), "task": "kinematics"})
+        for i in range(cfg.repeats):
+            res = train_one(cfg, out / f"{REPEAT_PREFIX}{i}", i, data)
+            console.print(f"repeat {i}: sensitivity {res['sensitivity']:.3f} ± {res['error']:.3f}")
+        return collect_repeats(out, drop=cfg.drop, expected=cfg.repeats, plots=cfg.plots)

@@ -184,9 +184,9 @@ def test_task_wrapper_records_state(tmp_path):
 
 def test_submit_train_and_tabular_pass_options_through(tmp_path):
     train = run_sbt("submit", "train", "--backend", "slurm", "--gpus", "2", "--dry-run", "--runs-dir", tmp_path, "--",
-                    "--data", "a b.h5", "--epochs", "3")
+                    "--signal", "a b.h5", "--epochs", "3")
     assert train.returncode == 0, train.stderr
-    assert "#SBATCH --gres=gpu:2" in train.stdout and "sbt-batch train --data 'a b.h5' --epochs 3" in train.stdout
+    assert "#SBATCH --gres=gpu:2" in train.stdout and "sbt-batch train --signal 'a b.h5' --epochs 3" in train.stdout
     tab = run_sbt("submit", "train-tabular", "--repeats", "3", "-o", tmp_path / "kin", "--dry-run", "--runs-dir", tmp_path, "--",
                   "--data", "k.csv")
     assert tab.returncode == 0, tab.stderr

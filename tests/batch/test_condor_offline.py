@@ -230,7 +230,7 @@ def test_state_from_job_ad():
     assert (failed.state, failed.exit_code) == (FAILED, 3)
     assert _state_from_ad(ad(JobStatus=5, HoldReasonCode=16, HoldReason="Spooling input data files")).state == PENDING
     held = _state_from_ad(ad(JobStatus=5, HoldReasonCode=13, HoldReason="transfer failed"))
-    assert (held.state, held.reason) == ("held", "transfer failed")
+    assert (held.state, held.reason) == ("held", "transferring the inputs failed: transfer failed")  # issue 13: reasons in words
     assert _state_from_ad(ad(JobStatus=3)).state == CANCELLED
 
 

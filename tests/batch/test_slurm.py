@@ -82,7 +82,8 @@ def test_failed_and_cancelled_tasks_resubmit_and_collect(tmp_path, ntuples):
     assert again.returncode == 0 and "resubmitted 2 task(s)" in again.stdout, again.stderr
     run = Run.open(run.path)
     assert run.submissions[1]["indices"] == [1, 2]
-    assert "#SBATCH --array=1-2" in (run.path / run.submissions[1]["script"]).read_text()
+    script = (run.path / run.submissions[1]["script"]).read_text()  # issue 13: array ids start at 0, with an offset
+    assert "#SBATCH --array=0-1" in script and '"$((SLURM_ARRAY_TASK_ID + 1))"' in script
     rows = wait_rows(run, lambda r: states(r) == ["completed"] * 3, timeout=120)
     assert [r.attempt for r in rows] == [1, 2, 2]
     assert run.read_state(0) == first
