@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sbt_batch import __version__
 from sbt_batch.console import log
 from sbt_batch.errors import InputFileError, UserError, one_line
-from sbt_batch.fileio import atomic_path, check_writable_dir
+from sbt_batch.fileio import atomic_path, check_writable_dir, is_hdf5
 from sbt_batch.baskets import Layout, LayoutError, NonFiniteError, TowerCountError, first_nonfinite, iter_gathered, tower_layout
 from sbt_batch.geometry import DEFAULT_ETA_MAX, Grid, GridError, build_grid
 from sbt_batch.h5chunks import EventWriter, copy_events
@@ -365,7 +365,7 @@ def read_entries(path: str | Path, tree: str = TREE) -> int:
     from sbt_batch.remote import as_input
 
     path = as_input(path)
-    if isinstance(path, Path) and _is_hdf5(path):
+    if isinstance(path, Path) and is_hdf5(path):
         import h5py
 
         try:
@@ -378,14 +378,6 @@ def read_entries(path: str | Path, tree: str = TREE) -> int:
         return int(get_tree(rfile, path, tree).num_entries)
     finally:
         rfile.close()
-
-
-def _is_hdf5(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -775,7 +767,7 @@ def merge_outputs(parts: Sequence[str | Path], out: str | Path, expected_events:
     check_output(out)
     infos = []
     for part in parts:
-        if not _is_hdf5(part):
+        if not is_hdf5(part):
             raise InputFileError(part, "missing or not an HDF5 file" if part.exists() else "no such file")
         try:
             with h5py.File(part, "r") as h5:

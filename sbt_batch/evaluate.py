@@ -139,16 +139,10 @@ def predict(model: Any, stream: Any, ids: np.ndarray, batch_size: int = 1024, tt
 
 def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], stem: Path) -> list[Path]:
     """ROC curves (background rejection vs signal efficiency style: FPR vs TPR) with AUC in the legend."""
-    from sbt_batch.plots import atlas_label, new_figure, save_figure
+    from sbt_batch.plots import atlas_label, draw_roc, new_figure, save_figure
 
     fig, ax = new_figure(figsize=(7, 6))
-    for name, fpr, tpr, a in curves:
-        ax.plot(tpr, fpr, label=f"{name} (AUC = {a:.3f})")
-    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="random")
-    ax.set_xlabel("Signal efficiency")
-    ax.set_ylabel("Background efficiency")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
+    draw_roc(ax, curves)
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.88), fontsize="small")
     atlas_label(ax)
     return save_figure(fig, stem)

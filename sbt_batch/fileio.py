@@ -225,6 +225,18 @@ def sweep_stale(directory: Path, name: str | None = None) -> list[Path]:
     return removed
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a readable file that starts with the HDF5 signature."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
 def check_writable_dir(directory: Path, what: str = "output") -> None:
     """Raise a UserError unless files can be created in ``directory``."""
     if not directory.is_dir():
@@ -282,10 +294,8 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         _unregister(tmp_path)
 
 
-@contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; it replaces ``target`` only on success."""
-    target = Path(target)
+def _new_temporary_dir(target: Path) -> Path:
+    """Create (and register) a fresh temporary folder beside ``target``, after sweeping stale ones."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -294,10 +304,19 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = temporary_name(target)
     _register(tmp)
     try:
-        try:
-            tmp.mkdir()
-        except OSError as exc:
-            raise write_error(target, exc) or UserError(f"{target}: cannot write output ({exc.strerror})") from None
+        tmp.mkdir()
+    except OSError as exc:
+        _unregister(tmp)
+        raise write_error(target, exc) or UserError(f"{target}: cannot write output ({exc.strerror})") from None
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; it replaces ``target`` only on success."""
+    target = Path(target)
+    tmp = _new_temporary_dir(target)
+    try:
         yield tmp
         _replace(tmp, target)
     except BaseException as exc:
@@ -342,18 +361,8 @@ def staged_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     one rename each. A failure leaves ``target`` as it was (and no new ``target`` folder).
     """
     target = Path(target)
+    stage = _new_temporary_dir(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(target.parent, exc) or UserError(f"{target.parent}: cannot create ({exc.strerror})") from None
-    sweep_stale(target.parent, target.name)
-    stage = temporary_name(target)
-    _register(stage)
-    try:
-        try:
-            stage.mkdir()
-        except OSError as exc:
-            raise write_error(target, exc) or UserError(f"{target}: cannot write output ({exc.strerror})") from None
         yield stage
         if not target.exists():
             stage.rename(target)

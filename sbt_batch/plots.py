@@ -56,3 +56,14 @@ def save_figure(fig: Any, stem: str | os.PathLike[str]) -> list[Path]:
     finally:
         plt.close(fig)
     return paths
+
+
+def draw_roc(ax: Any, curves: Any) -> None:
+    """Draw ROC curves (background vs signal efficiency) of ``(label, fpr, tpr, auc)`` on ``ax``, with the random line."""
+    for label, fpr, tpr, auc in curves:
+        ax.plot(tpr, fpr, label=f"{label} (AUC = {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="random")
+    ax.set_xlabel("Signal efficiency")
+    ax.set_ylabel("Background efficiency")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sbt_batch.errors import InputFileError, UserError
+from sbt_batch.fileio import is_hdf5
 
 SCHEMA = 1
 H5_ATTR = "provenance"
@@ -316,21 +317,13 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
             record = json.loads(car.read_text())
         except (OSError, ValueError) as exc:
             raise InputFileError(car, f"unreadable provenance sidecar ({exc})") from None
-    elif path.is_file() and _is_hdf5(path):
+    elif path.is_file() and is_hdf5(path):
         record = read_hdf5(path)
     elif path.is_file() and path.suffix == ".onnx":
         record = _read_onnx(path)
     if not record:
         raise InputFileError(path, f"no provenance recorded (no {car.name}, no embedded record)")
     return record
-
-
-def _is_hdf5(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- hooks for train, evaluate, export

@@ -1,11 +1,12 @@
-"""`sbt-batch report`: real batch runs (local backend, a corrupt input) and a real training run, rendered in a
-real headless Chromium with the network unreachable; no external URL in the page; one-line errors."""
+"""`sbt-batch report`: real batch runs (local backend, a corrupt input), a real training run and a tiny real sweep,
+rendered in a real headless Chromium with the network unreachable; no external URL in the page; one-line errors."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -210,3 +211,37 @@ def test_report_errors(tmp_path: Path) -> None:
     assert_one_line_error(run_sbt("report", tmp_path / "missing", "-o", tmp_path / "x.html"), "no such run directory")
     assert_one_line_error(run_sbt("report", tmp_path / "plain", "-o", tmp_path / "nodir" / "x.html"), "--output")
     assert not (tmp_path / "x.html").exists()
+
+
+def test_sweep_run_report_has_table_plots_and_best(tmp_path: Path, gfex_signal, gfex_background) -> None:
+    from test_sweep import _config, _wait
+
+    cfg = _config(tmp_path, gfex_signal, gfex_background, grid={"model": ["1c", "2c2m"]}, seeds=[1])
+    r = run_sbt("sweep", "--config", cfg, "--runs-dir", tmp_path / "runs")
+    assert r.returncode == 0, r.stderr
+    run = Run.open(next((tmp_path / "runs").iterdir()))
+    assert all(row.state == "completed" for row in _wait(run, 400))
+    report_dir = tmp_path / "sweep" / "report"
+    for collected in (False, True):  # before collect: computed in a temporary folder; after: read from report/
+        if collected:
+            assert run_sbt("collect", run.path).returncode == 0
+        page = tmp_path / f"sweep-{collected}.html"
+        # as `sbt-batch report RUN -o PAGE`, checking that neither path (computed or read) loads TensorFlow
+        code = ("import sys\nfrom sbt_batch.cli import main\n"
+                f"try:\n    main(['report', {str(run.path)!r}, '-o', {str(page)!r}])\n"
+                "except SystemExit as e:\n    assert not e.code, e.code\n"
+                "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\nassert not bad, bad\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "2 point(s), 2 of 2 point x seed(s) done; best" in " ".join(r.stdout.split()), r.stdout
+        assert report_dir.exists() == collected  # report never writes into the sweep directory
+        html = page.read_text()
+        assert_self_contained(html)
+        assert {"sweep", "sweep-table", "sweep-baseline-error", "sweep-roc-best", "sweep-best", "timeline"} <= element_ids(html)
+        assert ("sweep-note" in element_ids(html)) != collected
+        table = re.search(r'<table id="sweep-table"[^>]*>(.*?)</table>', html, re.S).group(1)
+        assert table.count('<tr class="sweep-point">') == 2 and "<code>1c</code>" in table and "<code>2c2m</code>" in table
+        assert "±" in table
+        for fig in ("sweep-baseline-error", "sweep-roc-best"):
+            assert re.search(rf'<figure id="{fig}"><img[^>]+src="data:image/png;base64,', html), fig
+        assert "sbt-batch train --config best.yaml" in html

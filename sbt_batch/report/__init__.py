@@ -1,9 +1,9 @@
 """``sbt-batch report``: one self-contained HTML page (inline CSS, plots as data: URIs, no network) per set of runs.
 
-A RUN is a batch run (``runs/<name>-<UTC>/`` with manifest.json, or a run name) or a training run
-(``config.yaml`` with ``history.json``/``model.keras``). :func:`build_report` gathers each one
-(:mod:`.batch`, :mod:`.training`), renders ``page.html.j2`` and writes the page atomically. No
-TensorFlow is imported on this path.
+A RUN is a batch run (``runs/<name>-<UTC>/`` with manifest.json, or a run name; a sweep's batch run also
+gets its comparison table, :mod:`.sweep`) or a training run (``config.yaml`` with
+``history.json``/``model.keras``). :func:`build_report` gathers each one (:mod:`.batch`, :mod:`.training`),
+renders ``page.html.j2`` and writes the page atomically. No TensorFlow is imported on this path.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def render(reports: Sequence[Report], title: str | None = None) -> str:
     from sbt_batch import __version__
     from sbt_batch.provenance import utc_now
     from sbt_batch.report.model import OUTCOME_COLORS
+    from sbt_batch.report.sweep import pm
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
@@ -69,6 +70,7 @@ def render(reports: Sequence[Report], title: str | None = None) -> str:
     env.filters["seconds"] = _seconds
     env.filters["size"] = _size
     env.filters["num"] = _num
+    env.filters["pm"] = pm
     names = ", ".join(r.name for r in reports)
     return env.get_template(TEMPLATE).render(reports=reports, title=title or f"sbt-batch report: {names}",
                                              version=__version__, created=utc_now(), colors=OUTCOME_COLORS,

@@ -184,6 +184,10 @@ def batch_report(run: Run, figures: bool = True) -> BatchReport:
     rep.failures = group_failures(run, attempts, rows)
     if figures and attempts:
         _figures(rep)
+    if run.kind == "sweep":
+        from sbt_batch.report.sweep import sweep_section
+
+        rep.sweep = sweep_section(run)
     return rep
 
 

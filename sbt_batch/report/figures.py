@@ -144,13 +144,10 @@ def history(rows: Sequence[dict[str, Any]], key: str) -> str:
 
 def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, label: str) -> str:
     """ROC curve (background vs signal efficiency) with the AUC in the legend."""
+    from sbt_batch.plots import draw_roc
+
     fig, ax = _figure(6.0, 5.0)
-    ax.plot(tpr, fpr, label=f"{label} (AUC = {auc:.3f})")
-    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="random")
-    ax.set_xlabel("Signal efficiency")
-    ax.set_ylabel("Background efficiency")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
+    draw_roc(ax, [(label, fpr, tpr, auc)])
     ax.legend(loc="upper left", fontsize="small")
     return to_data_uri(fig)
 

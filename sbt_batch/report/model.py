@@ -34,6 +34,21 @@ class FailureGroup:
 
 
 @dataclass
+class SweepReport:
+    """The sweep of a batch run of kind sweep: per-point summaries (best first), its two plots and best.yaml."""
+
+    sweep_dir: str
+    report_dir: str
+    n_tasks: int = 0
+    done: int = 0
+    points: list[dict[str, Any]] = field(default_factory=list)  # sweep.json rows: point, seeds, auc, auc_std, ...
+    figures: dict[str, str] = field(default_factory=dict)  # baseline_error, roc_best: data: URIs
+    best_yaml: str = ""
+    source: str = ""  # "collected" (read from report_dir) or "computed" (now, in a temporary folder)
+    note: str = ""
+
+
+@dataclass
 class BatchReport:
     """A batch run: settings, task timing, throughput, cost and failures."""
 
@@ -58,6 +73,7 @@ class BatchReport:
     cpu_hours: float = 0.0
     failures: list[FailureGroup] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
+    sweep: SweepReport | None = None  # batch runs of kind sweep
 
     kind_label = "batch run"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sbt_batch.report.model import BatchReport, TrainingReport
+from sbt_batch.report.model import BatchReport, SweepReport, TrainingReport
 
 
 def summary(report: BatchReport | TrainingReport) -> list[Any]:
@@ -40,6 +40,8 @@ def batch_summary(r: BatchReport) -> list[Any]:
         rows.append(("events", f"{r.events:,}{rate}"))
     if r.stragglers:
         rows.append(("stragglers", ", ".join(f"task {i} ({_seconds(s)})" for i, s, _ in r.stragglers[:10])))
+    if r.sweep is not None:
+        rows.append(("sweep", sweep_line(r.sweep)))
     if r.finished == 0:
         rows.append(("note", "no task has finished yet"))
     if r.status_note:
@@ -55,6 +57,19 @@ def batch_summary(r: BatchReport) -> list[Any]:
                           + (" ..." if len(g.tasks) > 8 else ""), escape(first[2]))
         out.append(table)
     return out
+
+
+def sweep_line(s: SweepReport) -> str:
+    """One line on a sweep: points compared and the best one's AUC (or why there is no table)."""
+    from sbt_batch.report.sweep import pm
+
+    if not s.points:
+        return f"{s.done} of {s.n_tasks} point x seed(s) done; {s.note or 'no table'}"
+    best = s.points[0]
+    ens = (best.get("ensemble") or {}).get("auc")
+    text = (f"{len(s.points)} point(s), {s.done} of {s.n_tasks} point x seed(s) done; best {best['point']} "
+            f"AUC {pm(best.get('auc'), best.get('auc_std'), 4)}" + (f" (ensemble {ens:.4f})" if isinstance(ens, float) else ""))
+    return text + ("" if s.source == "collected" else " [computed now; sbt-batch collect writes the report]")
 
 
 def training_summary(r: TrainingReport) -> list[Any]:
