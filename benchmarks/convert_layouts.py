@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from sbt_batch.convert import ET_BRANCH, RHO_BRANCH, convert  # noqa: E402
 from sbt_batch.ntuples import generate_events, tower_map  # noqa: E402
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from convert import BIG_SNIPPET  # noqa: E402  (benchmarks/convert.py)
 from root_fixtures import COMPRESSIONS, root_available, write_root_files  # noqa: E402  (tests/root_fixtures.py)
 
 LAYOUTS = ("fixed", "vector")
@@ -193,35 +194,7 @@ et, rho, eta, phi = (np.ascontiguousarray(d[k]) for k in ("et", "rho", "eta", "p
 ROOT.sbt_write_big(sys.argv[1], 101, int(sys.argv[3]), et, len(rho), eta.size, rho, eta, phi)
 """
 
-BIG_SNIPPET = r"""
-import json, sys, time
-sys.path.insert(0, {repo!r})
-
-
-def hwm_mb():
-    for line in open("/proc/self/status"):  # the peak RSS of this address space
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
-
-mode, big, out = sys.argv[1:4]
-t = time.perf_counter()
-from sbt_batch.convert import convert
-if mode == "inproc":
-    convert([big], out, workers=1)
-    peak = hwm_mb()
-else:
-    import dask
-    from distributed import Client, LocalCluster
-    from sbt_batch.parallel import WORKER_CONFIG
-    with dask.config.set(WORKER_CONFIG):
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=0)
-    client = Client(cluster)
-    convert([big], out, scheduler=cluster.scheduler_address)
-    peak = max(client.run(hwm_mb).values())
-    client.close(); cluster.close()
-print(json.dumps({{"peak_mb": peak, "seconds": time.perf_counter() - t}}))
-"""
+# the peak-RSS child process (in-process and on one dask worker) is benchmarks/convert.py's
 
 
 def memory(gigabytes: float) -> dict:
@@ -238,7 +211,7 @@ def memory(gigabytes: float) -> dict:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", BIG_WRITER, str(big), str(block), str(n)], check=True, capture_output=True, timeout=3600)
         res: dict = {"events": n, "file_gb": big.stat().st_size / 1e9, "write_s": time.perf_counter() - t}
-        code = BIG_SNIPPET.format(repo=str(REPO))
+        code = BIG_SNIPPET.format(repo=str(REPO), bench=str(Path(__file__).parent))
         for mode in ("inproc", "dask"):
             out = big_dir / f"big-{mode}.h5"
             proc = subprocess.run([sys.executable, "-c", code, mode, str(big), str(out)], capture_output=True, text=True)
