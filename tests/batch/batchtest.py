@@ -84,3 +84,12 @@ def assert_same_hdf5(a: Path, b: Path) -> None:
             assert list(fa.attrs[attr]) == list(fb.attrs[attr])
         names = lambda f: [Path(str(x)).name for x in f.attrs["inputs"]]  # noqa: E731
         assert names(fa) == names(fb)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (PID 1 here does not reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+    except (OSError, IndexError):
+        return False

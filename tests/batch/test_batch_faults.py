@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from batchtest import probe_output, sample_ntuples, settled, states, submit_probe, submitted_run, wait_rows
+from batchtest import alive, probe_output, sample_ntuples, settled, states, submit_probe, submitted_run, wait_rows
 from conftest import assert_one_line_error, run_sbt
 from sbt_batch.batch.run import Run, Task
 from sbt_batch.errors import EXIT_INCOMPLETE
@@ -25,13 +25,6 @@ def ntuples(tmp_path_factory) -> Path:
     """Three sample ntuples of 30 events each (real ROOT files)."""
     return sample_ntuples(tmp_path_factory.mktemp("nt"), "signal", 3, 30, "--seed", "11")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[1][0] not in "ZX"
-    except OSError:
-        return False
 
 
 # ---- one command line, locally or as a batch job ------------------------------------------------------------------
@@ -130,9 +123,9 @@ def test_kill_9_of_a_local_wrapper_ends_its_children_and_max_running_holds(tmp_p
     # task 1 may start only once task 0's command and its child are gone
     deadline = time.monotonic() + 30
     while not (run.task_dir(1) / "stdout").exists() and time.monotonic() < deadline:
-        assert not (_alive(info["pid"]) and (run.task_dir(1) / "state.json").exists()), "two tasks ran at once"
+        assert not (alive(info["pid"]) and (run.task_dir(1) / "state.json").exists()), "two tasks ran at once"
         time.sleep(0.05)
-    assert not _alive(info["pid"]) and not _alive(info["child"])
+    assert not alive(info["pid"]) and not alive(info["child"])
     rows = wait_rows(run, lambda rows: rows[1].state == "completed", timeout=60)
     again = run_sbt("resubmit", run.path, "--failed")
     assert again.returncode == 0 and "resubmitted 1 task(s)" in again.stdout, again.stderr

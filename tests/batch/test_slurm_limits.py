@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from batchtest import probe_output, probe_tasks, settled, states, submit_probe, wait_rows
+from batchtest import alive, probe_output, probe_tasks, settled, states, submit_probe, wait_rows
 from conftest import run_sbt
 from sbt_batch.batch.run import Run, Task
 
@@ -131,9 +131,9 @@ def test_kill_9_of_the_wrapper_ends_its_children_and_shows_lost(slurm_cluster, t
     rows = wait_rows(run, lambda rows: rows[0].state in ("lost", "failed"), timeout=15)
     assert time.monotonic() - t0 < 10, rows
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in (info["pid"], info["child"])):
+    while time.monotonic() < deadline and any(alive(p) for p in (info["pid"], info["child"])):
         time.sleep(0.2)
-    assert not _alive(info["pid"]) and not _alive(info["child"])
+    assert not alive(info["pid"]) and not alive(info["child"])
 
 
 def test_exit_75_is_requeued_and_resumes(requeue_run):
@@ -151,11 +151,3 @@ def _wait_output(run: Run, index: int, timeout: float = 90) -> None:
     while not (path.exists() and path.read_text().strip()):
         assert time.monotonic() < deadline, f"task {index} printed nothing in {timeout} s"
         time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[1][0] not in "ZX"
-    except OSError:
-        return False

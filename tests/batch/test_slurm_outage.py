@@ -8,20 +8,12 @@ import time
 
 import pytest
 
-from batchtest import probe_tasks, states, wait_rows
+from batchtest import alive, probe_tasks, states, wait_rows
 from conftest import assert_one_line_error, run_sbt
 from sbt_batch.batch.run import Run
 from slurm_fixtures import slurm_script
 
 pytestmark = pytest.mark.slurm
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] not in {"Z", "X"}
-    except OSError:
-        return False
 
 
 def test_controller_down_then_back(tmp_path, slurm_cluster):
@@ -34,7 +26,7 @@ def test_controller_down_then_back(tmp_path, slurm_cluster):
     pid = int((slurm_cluster["base"] / "run" / "slurmctld.pid").read_text())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 20
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
         (tmp_path / "in.root").write_bytes(b"x")
