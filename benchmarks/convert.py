@@ -25,10 +25,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sbt_batch.convert import ET_BRANCH, RHO_BRANCH, convert, scan_input  # noqa: E402
-from sbt_batch.ntuples import generate_events, tower_map, write_ntuple  # noqa: E402
-from sbt_batch.parallel import WORKER_CONFIG  # noqa: E402
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_model
+
+from sbt_batch.convert.cluster import WORKER_CONFIG
+from sbt_batch.convert.driver import convert
+from sbt_batch.convert.names import ET_BRANCH, RHO_BRANCH
+from sbt_batch.convert.samples import generate_events, tower_map, write_ntuple
+from sbt_batch.convert.source import scan_input
 
 COMPRESSIONS = ("zlib:1", "lz4:1")
 
@@ -83,7 +86,7 @@ def set_inflate(library: str) -> None:
 class Clock:
     """Wall and CPU time (this process) of a block: ``with Clock() as c: ...; c.wall, c.cpu``."""
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self.w0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
@@ -223,14 +226,14 @@ def hwm_mb():
 mode, big, out = sys.argv[1:4]
 t = time.perf_counter()
 if mode == "inproc":
-    from sbt_batch.convert import convert
+    from sbt_batch.convert.driver import convert
     convert([big], out, workers=1)
     peak = hwm_mb()
 elif mode == "dask":
     import dask
     from distributed import Client, LocalCluster
-    from sbt_batch.convert import convert
-    from sbt_batch.parallel import WORKER_CONFIG
+    from sbt_batch.convert.driver import convert
+    from sbt_batch.convert.cluster import WORKER_CONFIG
     with dask.config.set(WORKER_CONFIG):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=0)
     client = Client(cluster)
@@ -315,7 +318,7 @@ def report(args, load_before, thr, scal, mem, start, seconds) -> str:
         f"  {dirty_limit()} (see the notes).",
         f"- Load average (1/5/15 min) before: {load_before}; after: {load()}. The 2 cores are shared with other",
         "  jobs, so absolute rates are noisy; each figure is the best of the interleaved repeats.",
-        f"- Inputs: {args.files} files x {args.events} events (ntuples from `sbt_batch.ntuples`, {args.basket} events per basket),",
+        f"- Inputs: {args.files} files x {args.events} events (ntuples from `sbt_batch.convert.samples`, {args.basket} events per basket),",
         "  the same events written with zlib-1 and lz4-1 (lz4 does not shrink these floats, so ROOT stored the lz4",
         "  baskets uncompressed). Output: 24 x 32 images, shuffle + deflate-1, 64-event chunks.",
         "",
@@ -326,7 +329,7 @@ def report(args, load_before, thr, scal, mem, start, seconds) -> str:
     ]
     for name, r in thr.items():
         b, c = r["best_s"], r["cpu_s"]
-        rate = lambda k: ev / b[k]  # noqa: E731
+        rate = lambda k: ev / b[k]
         lines.append(
             f"| {name} ({r['in_mb']:.0f} MB) | {rate('bare'):,.0f} ev/s | {rate('convert'):,.0f} ev/s | **{b['bare'] / b['convert']:.2f}** "
             f"| {c['bare'] / c['convert']:.2f} | {c['bare'] / c['convert_nocomp']:.2f} | {c['bare_isal'] / c['convert']:.2f} "
@@ -336,7 +339,7 @@ def report(args, load_before, thr, scal, mem, start, seconds) -> str:
     one_dask = min(scal["one_dask"])  # (wall, client cpu, worker cpu)
     warm = min(scal["warm"])
     cold = min(w for w, _ in scal["cold"])
-    rate = lambda s: f"{ev / s:,.0f} ev/s ({s:.2f} s)"  # noqa: E731
+    rate = lambda s: f"{ev / s:,.0f} ev/s ({s:.2f} s)"
     lines += [
         "",
         "## Scaling (zlib inputs)",

@@ -43,12 +43,8 @@ def free_port() -> int:
 
 def one(mode: str, inputs: list[str], output: str) -> None:
     """Child process: import everything, then time one convert and print its figures as JSON."""
-    import aiohttp  # noqa: F401
-    import fsspec_xrootd  # noqa: F401
-    import uproot  # noqa: F401
-    import XRootD.client  # noqa: F401
 
-    from sbt_batch.convert import convert
+    from sbt_batch.convert.driver import convert
 
     wall, cpu = time.perf_counter(), time.process_time()
     result = convert(inputs, output, workers=1)
@@ -95,7 +91,7 @@ def start_servers(data: Path, work: Path) -> tuple[str, str, list, dict[str, int
 
 def write_ntuples(data: Path, files: int, events: int) -> dict[str, list[Path]]:
     """Sample ntuples for each layout, in data/<n>/ (readable by nobody)."""
-    from sbt_batch.ntuples import make_sample_ntuples
+    from sbt_batch.convert.samples import make_sample_ntuples
 
     sets = {}
     for name, basket in LAYOUTS.items():
@@ -131,7 +127,7 @@ def report(rows: dict[str, dict[str, list[dict]]], args: argparse.Namespace, mb:
             lines.append(f"| {layout} | {mb[layout]:.0f} MB | {mode} | {t:.2f} | {runs[0]['events'] / t:,.0f} | "
                          f"{statistics.median(r['bytes'] for r in runs) / t / 1e6:,.0f} | {cpu:.2f} | "
                          f"{statistics.median(r['server_cpu'] for r in runs):.2f} | {ratio} | {local_cpu / cpu:.2f} |")  # fmt: skip
-    lines += ["", "Each remote read goes through sbt_batch.remote: 2 MB aligned blocks fetched as plain reads that run "
+    lines += ["", "Each remote read goes through sbt_batch.convert.remote: 2 MB aligned blocks fetched as plain reads that run "
               "together (XRootD's vector read was 2-4x slower on loopback), 4 blocks read ahead in the background, "
               "a 64 MB per-process block cache that also serves uproot's small vectored reads (rho baskets), retries "
               "with backoff. On loopback the server runs on the same cores as the client (server CPU s), and the machine "

@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "horovod.md"
@@ -26,7 +27,7 @@ RESULTS = REPO / "benchmarks" / "results" / "horovod.md"
 
 def train_once(data: Path, out: Path, epochs: int, ranks: int, launcher: str) -> dict[str, float]:
     """Run one training; return images/s (mean of epochs 2..), wall seconds and the last val_accuracy."""
-    from sbt_batch.launch import rank_env
+    from sbt_batch.cnn.launch import rank_env
 
     cmd = [sys.executable, "-m", "sbt_batch", "train", "--signal", str(data / "*ZvvHbb*.hdf5"),
            "--background", str(data / "*JZ0W*.hdf5"), "--model", "2c2m", "--seed", "1", "--split", "0.5,0.1,0.4",
@@ -63,7 +64,7 @@ def main() -> None:
     lines = [
         "# Horovod: 2 ranks vs 1 rank (CPU)",
         "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores ({cpu_model()}), "
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores ({cpu_model()}), "
         f"load average {load:.1f} at the end (shared with other jobs)",
         f"- command: `.venv/bin/python benchmarks/horovod.py --epochs {args.epochs} --launchers {args.launchers} "
         f"--repeats {args.repeats}` (median of {args.repeats} interleaved runs per configuration)",
@@ -80,7 +81,7 @@ def main() -> None:
               "GPU measurements (1-GPU images/s and utilization, whether the HDF5 stream keeps the GPU fed,",
               "streaming vs in-memory) could not be taken: no GPU machine was lent to this session.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    from sbt_batch.fileio import write_text_atomic
+    from sbt_batch.common.fileio import write_text_atomic
 
     write_text_atomic(RESULTS, "\n".join(lines))
     print("\n".join(lines))

@@ -26,10 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import sbt_batch.convert as C  # noqa: E402
-from sbt_batch import provenance as P  # noqa: E402
-from sbt_batch.ntuples import generate_events, tower_map, write_ntuple  # noqa: E402
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_model
+
+import sbt_batch.convert as C
+from sbt_batch.common import provenance as P
+from sbt_batch.convert.samples import generate_events, tower_map, write_ntuple
 
 
 def make_inputs(workdir: Path, files: int, events: int) -> list[Path]:

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model
 
-from sbt_batch.fileio import write_text_atomic
+from sbt_batch.common.fileio import write_text_atomic
 from sbt_batch.tabular.sensitivity import binned_sensitivity, binned_sensitivity_reference
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sensitivity.md"
 
@@ -54,7 +54,7 @@ def main() -> None:
     t_fast, t_slow = min(fast), min(slow)
     ratio = t_slow / t_fast
     median_ratio = float(np.median(np.asarray(slow) / np.asarray(fast)))
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = f"""# Binned Asimov sensitivity: vectorized vs per-event loop
 
 - Date: {now}; machine: {os.cpu_count()} CPUs (`nproc`), {cpu_model()}; Python {platform.python_version()}, numpy {np.__version__}

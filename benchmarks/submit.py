@@ -24,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SBT = [sys.executable, "-m", "sbt_batch"]
@@ -124,7 +124,7 @@ def main() -> None:
     lines = [
         "# Benchmark: a 10,000-task run on Slurm's default limits",
         "",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {os.cpu_count()} CPUs ({cpu_model()}), shared with other work",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; machine: {os.cpu_count()} CPUs ({cpu_model()}), shared with other work",
         f"- command: `.venv/bin/python benchmarks/submit.py --tasks {n}`; Slurm 22.05, a private one-node cluster from "
         f"`scripts/slurm-cluster.sh` with the defaults: {', '.join(limit_lines)}",
         "- the run: `sbt-batch submit convert INPUTS(10,000 files) -o OUT --backend slurm --hold --eta-max 2.7`; nothing runs (held)",

@@ -20,11 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SBT = [sys.executable, "-m", "sbt_batch"]
@@ -74,7 +74,7 @@ def config(base: dict, out: Path) -> Path:
 
 def time_sweep(base: dict, work: Path, backend: str, env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall seconds from `sbt-batch sweep` to the collected report, and the number of tasks."""
-    from sbt_batch.sweep import load_sweep
+    from sbt_batch.cnn.sweep import load_sweep
 
     cfg = config(base, work)
     n = len(load_sweep(cfg).points) * len(load_sweep(cfg).seeds)
@@ -89,7 +89,7 @@ def time_sweep(base: dict, work: Path, backend: str, env: dict[str, str] | None 
 
 def time_sequential(base: dict, work: Path) -> float:
     """Wall seconds of the same trainings and evaluations, one after another with `sbt-batch train`."""
-    from sbt_batch.sweep import load_sweep, write_sweep
+    from sbt_batch.cnn.sweep import load_sweep, write_sweep
 
     sweep = load_sweep(config(base, work))
     write_sweep(sweep)  # the same train.yaml files the tasks use
@@ -144,7 +144,7 @@ def main() -> None:
     lines = [
         "# Sweep: one job array vs the same trainings one after another",
         "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, {os.cpu_count()} CPUs (shared with other work; nice -n 10).",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu_model()}, {os.cpu_count()} CPUs (shared with other work; nice -n 10).",
         f"Config: {args.config or 'reduced sweep: 2c2m, 2c2m circular+augment full+tta eta; 3 epochs; seeds 1, 2'}; "
         f"{n} point x seed tasks, each `sbt-batch train` + `evaluate` on 1,000 train / 200 val / 800 test real events.",
         "",

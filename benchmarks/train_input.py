@@ -2,7 +2,7 @@
 
 Measured in one run (each phase in a fresh child process, so peak RSS is per phase):
 
-1. throughput: images/s of the training step (``sbt_batch.train.make_steps``) fed by the tf.data
+1. throughput: images/s of the training step (``sbt_batch.cnn.train.make_steps``) fed by the tf.data
    pipeline streaming from HDF5, divided by images/s when fed from in-memory numpy arrays (all
    train images loaded first, the notebook's approach); same model (2c2m) and batch size; paired
    segments on the same events, alternating which goes first, so load on a shared machine cancels.
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("SBT_BATCH_SHARED", REPO.parent / "shared")) / "data" / "gfex-hdf5"
@@ -67,17 +67,18 @@ def make_synthetic(folder: Path, gb: float, files_per_class: int) -> tuple[list[
 
 def child(phase: str, args: argparse.Namespace) -> dict:
     """Run one phase in this process and return its figures (with this process's peak RSS)."""
-    from sbt_batch.train import train
+    from sbt_batch.cnn.train import train
 
     work = Path(args.work)
     result: dict = {}
     if phase == "throughput":
         import keras
 
-        from sbt_batch import data as D
-        from sbt_batch.distributed import SingleProcess
-        from sbt_batch.models import build_model
-        from sbt_batch.train import make_steps
+        from sbt_batch.cnn import prepare as D
+        from sbt_batch.cnn import stream as DS
+        from sbt_batch.cnn.context import SingleProcess
+        from sbt_batch.cnn.models import build_model
+        from sbt_batch.cnn.train import make_steps
 
         sig, bkg = json.loads(args.files)
         bs = args.batch_size
@@ -85,16 +86,16 @@ def child(phase: str, args: argparse.Namespace) -> dict:
         index = D.EventIndex(D.open_sources(sig, bkg))
         split = D.make_split(index.n, (0.9, 0.05, 0.05), 1)
         prep = D.Preprocess(list(range(26)), "standardize")
-        streams = {"stream": D.EventStream(index, prep), "memory": D.EventStream(index, prep)}
-        prep.mean, prep.std = D.compute_standardize(streams["stream"], split["train"])
+        streams = {"stream": DS.EventStream(index, prep), "memory": DS.EventStream(index, prep)}
+        prep.mean, prep.std = DS.compute_standardize(streams["stream"], split["train"])
         streams["memory"].load_cache(split["train"])  # the notebook's approach: all train images in RAM first
         model = build_model("2c2m", prep.input_shape)
         optimizer = keras.optimizers.Adam(1e-3)
         optimizer.build(model.trainable_variables)
         train_step, _ = make_steps(model, optimizer, prep.input_shape, "softmax", SingleProcess())
-        window = D.window_events(streams["stream"], bs, 64)
-        order = D.epoch_order(split["train"], 1, 0, window)
-        for x, y, w in D.make_tf_dataset(streams["memory"], order[: 2 * bs], bs):  # trace once
+        window = DS.window_events(streams["stream"], bs, 64)
+        order = DS.epoch_order(split["train"], 1, 0, window)
+        for x, y, w in DS.make_tf_dataset(streams["memory"], order[: 2 * bs], bs):  # trace once
             train_step(x, y, w)
         seg = bs * args.steps
         rates: dict[str, list[float]] = {"memory": [], "stream": []}
@@ -104,7 +105,7 @@ def child(phase: str, args: argparse.Namespace) -> dict:
             for mode in ("memory", "stream") if i % 2 == 0 else ("stream", "memory"):
                 t0, c0 = time.perf_counter(), time.process_time()
                 n = 0
-                for x, y, w in D.make_tf_dataset(streams[mode], ids, bs):
+                for x, y, w in DS.make_tf_dataset(streams[mode], ids, bs):
                     loss, _ = train_step(x, y, w)
                     n += int(y.shape[0])
                 float(loss)
@@ -122,7 +123,7 @@ def child(phase: str, args: argparse.Namespace) -> dict:
                                                           "memory": (c2 - c1) / (4 * window) * 1e6}}
     elif phase == "rss":
         if args.rss_model == "bench-linear":  # a benchmark-only model, added through the registry
-            from sbt_batch.models import register
+            from sbt_batch.cnn.models import register
 
             register("bench-linear", "flatten + dense: makes the epoch input-bound")(lambda keras: [keras.layers.Flatten()])
         sig, bkg = json.loads(args.files)
@@ -135,7 +136,7 @@ def child(phase: str, args: argparse.Namespace) -> dict:
                   "events": json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())["events"]))}
         shutil.rmtree(out, ignore_errors=True)
     elif phase == "auc":
-        from sbt_batch.evaluate import evaluate_run
+        from sbt_batch.cnn.evaluate import evaluate_run
 
         sig, bkg = real_files()
         aucs: dict[str, list[float]] = {}
@@ -187,7 +188,7 @@ def main() -> None:
               "--rss-model", args.rss_model, "--rss-batch", str(args.rss_batch), "--seeds", str(args.seeds),
               "--epochs", str(args.epochs)]
     skip = set(args.skip.split(","))
-    lines = [f"# benchmarks/train_input.py -- {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}", "",
+    lines = [f"# benchmarks/train_input.py -- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}", "",
              f"Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; shared with other jobs, so absolute rates are noisy.",
              f"Command: `.venv/bin/python benchmarks/train_input.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
     t_all = time.perf_counter()

@@ -32,14 +32,14 @@ class Handler(RangeRequestHandler):
     # the client's delayed ACK (about 40 ms), which made many small range reads 50x slower
     disable_nagle_algorithm = True
 
-    def send_head(self):  # noqa: D102 - http.server's hook
+    def send_head(self):
         path = self.translate_path(self.path)
         if os.path.isfile(path) and not os.access(path, os.R_OK):
             self.send_error(HTTPStatus.FORBIDDEN, "Permission denied")
             return None
         return super().send_head()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -118,7 +118,7 @@ def start_server(kind: str, served: Path) -> Server:
 @pytest.fixture(scope="session")
 def served() -> Iterator[Path]:
     """A folder readable by ``nobody`` with sample ntuples: small/ (3 x 1000 events), big/ (2 x 4000), secret.root (mode 000)."""
-    from sbt_batch.ntuples import make_sample_ntuples
+    from sbt_batch.convert.samples import make_sample_ntuples
 
     base = Path(tempfile.mkdtemp(prefix="sbt-remote-", dir="/tmp"))  # pytest's tmp_path is 0700: nobody could not enter
     data = base / "data"
@@ -149,7 +149,7 @@ def xrootd_server(served: Path) -> Iterator[Server]:
 def http_server(served: Path) -> Iterator[Server]:
     """An HTTP server with Range requests (rangehttpserver, as nobody) for the whole session."""
     try:
-        import RangeHTTPServer  # noqa: F401
+        import RangeHTTPServer  # noqa: F401  (only whether it is installed)
     except ImportError:
         _require(False, "rangehttpserver is not installed (pip install rangehttpserver)")
     server = start_server("http", served)

@@ -10,9 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
-from sbt_batch.convert import convert, merge_outputs, read_entries
-from sbt_batch.errors import UserError
-from sbt_batch.ntuples import ETA_MAX_FOR_ROWS, embed_hdf5, make_sample_ntuples
+from sbt_batch.common.errors import UserError
+from sbt_batch.convert.driver import convert
+from sbt_batch.convert.merge import merge_outputs
+from sbt_batch.convert.samples import ETA_MAX_FOR_ROWS, embed_hdf5, make_sample_ntuples
+from sbt_batch.convert.source import read_entries
 
 ETA_MAX_28 = ETA_MAX_FOR_ROWS[28]  # 2.7 keeps the 28 rows of the real data (|eta| <= 2.6)
 
@@ -57,7 +59,7 @@ def test_round_trip_all_real_files(sbt, real_ntuples, tmp_path: Path):
 
 @pytest.mark.parametrize("where", ["workers write", "client writes"])
 def test_two_workers_identical_to_one(real_ntuples, tmp_path: Path, monkeypatch, where: str):
-    from sbt_batch import convert_tasks
+    from sbt_batch.convert import tasks as convert_tasks
 
     if where == "client writes":  # as when remote workers do not see the output's filesystem
         monkeypatch.setattr(convert_tasks, "workers_see", lambda client, output: False)

@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from sbt_batch.convert import convert
-from sbt_batch.errors import UserError
-from sbt_batch.ntuples import make_sample_ntuples
-from sbt_batch.parallel import jobqueue_cluster
+from sbt_batch.common.errors import UserError
+from sbt_batch.convert.cluster import jobqueue_cluster
+from sbt_batch.convert.driver import convert
+from sbt_batch.convert.samples import make_sample_ntuples
 
 
 @pytest.fixture(scope="module")

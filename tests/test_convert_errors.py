@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 import uproot
-
 from conftest import assert_one_line_error
-from sbt_batch.errors import EXIT_SKIPPED_BAD
-from sbt_batch.ntuples import make_sample_ntuples, tower_map
+
+from sbt_batch.common.errors import EXIT_SKIPPED_BAD
+from sbt_batch.convert.samples import make_sample_ntuples, tower_map
 
 
 @pytest.fixture(scope="module")

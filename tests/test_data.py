@@ -8,8 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from sbt_batch import data as D
-from sbt_batch.errors import UserError
+from sbt_batch.cnn import prepare as D
+from sbt_batch.cnn import stream as DS
+from sbt_batch.common.errors import UserError
 
 
 def write_h5(path: Path, x: np.ndarray) -> Path:
@@ -131,7 +132,7 @@ def test_rgb_matches_matplotlib_imsave(tmp_path: Path) -> None:
 def test_stream_reads_match_files_and_cache(tiny: tuple[list[Path], list[Path]]) -> None:
     sources = D.open_sources(*tiny)
     index = D.EventIndex(sources)
-    stream = D.EventStream(index, D.Preprocess([0, 2, 3], "none", negative="keep"))
+    stream = DS.EventStream(index, D.Preprocess([0, 2, 3], "none", negative="keep"))
     ids = np.array([139, 0, 75, 3, 41, 40, 100, 2])
     raw = stream.read_raw(ids)
     full = np.concatenate([h5py.File(p)["gTowerEt"][:] for p in tiny[0] + tiny[1]])
@@ -144,32 +145,32 @@ def test_stream_reads_match_files_and_cache(tiny: tuple[list[Path], list[Path]])
 
 def test_epoch_order_is_a_deterministic_permutation() -> None:
     ids = np.arange(0, 20000, 2)
-    a = D.epoch_order(ids, seed=1, epoch=0)
-    assert np.array_equal(a, D.epoch_order(ids, seed=1, epoch=0))
+    a = DS.epoch_order(ids, seed=1, epoch=0)
+    assert np.array_equal(a, DS.epoch_order(ids, seed=1, epoch=0))
     assert np.array_equal(np.sort(a), ids)
-    assert not np.array_equal(a, D.epoch_order(ids, seed=1, epoch=1))
-    assert not np.array_equal(a, D.epoch_order(ids, seed=2, epoch=0))
+    assert not np.array_equal(a, DS.epoch_order(ids, seed=1, epoch=1))
+    assert not np.array_equal(a, DS.epoch_order(ids, seed=2, epoch=0))
 
 
 def test_balance() -> None:
     labels = np.array([1] * 10 + [0] * 30)
-    b = D.Balance.from_labels("weights", labels)
+    b = DS.Balance.from_labels("weights", labels)
     w = b.weights(labels)
     assert w[:10].sum() == pytest.approx(w[10:].sum()) and w.mean() == pytest.approx(1.0)
-    over = D.Balance.from_labels("oversample", labels)
+    over = DS.Balance.from_labels("oversample", labels)
     ids = over.epoch_ids(np.arange(40), labels, seed=1, epoch=0)
     assert (labels[ids] == 1).sum() == (labels[ids] == 0).sum() == 30
     with pytest.raises(UserError, match="--balance"):
-        D.Balance.from_labels("smote", labels)
+        DS.Balance.from_labels("smote", labels)
 
 
 def test_tf_dataset_follows_order(tiny: tuple[list[Path], list[Path]]) -> None:
     pytest.importorskip("tensorflow")
     sources = D.open_sources(*tiny)
     index = D.EventIndex(sources)
-    stream = D.EventStream(index, D.Preprocess(list(range(5)), "log1p"))
-    order = D.epoch_order(np.arange(index.n), 7, 0, window=16)
-    batches = list(D.make_tf_dataset(stream, order, batch_size=8, window_batches=2, parallel=3))
+    stream = DS.EventStream(index, D.Preprocess(list(range(5)), "log1p"))
+    order = DS.epoch_order(np.arange(index.n), 7, 0, window=16)
+    batches = list(DS.make_tf_dataset(stream, order, batch_size=8, window_batches=2, parallel=3))
     assert [len(b[1]) for b in batches] == [8] * 17 + [4]
     x = np.concatenate([b[0].numpy() for b in batches])
     y = np.concatenate([b[1].numpy() for b in batches])
@@ -179,8 +180,8 @@ def test_tf_dataset_follows_order(tiny: tuple[list[Path], list[Path]]) -> None:
 
 def test_standardize_stats_from_train_split(tiny: tuple[list[Path], list[Path]]) -> None:
     sources = D.open_sources(*tiny)
-    stream = D.EventStream(D.EventIndex(sources), D.Preprocess(list(range(5)), "standardize"))
+    stream = DS.EventStream(D.EventIndex(sources), D.Preprocess(list(range(5)), "standardize"))
     ids = np.arange(10, 120)
     x = np.maximum(stream.read_raw(ids), 0).astype(np.float64)
-    mean, std = D.compute_standardize(stream, ids)
+    mean, std = DS.compute_standardize(stream, ids)
     assert mean == pytest.approx(x.mean()) and std == pytest.approx(x.std())

@@ -7,35 +7,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_sbt
-from sbt_batch import evaluate as E
+
+from sbt_batch.cnn import evaluate as E
+from sbt_batch.common import metrics as M
 
 
 def test_roc_auc_matches_mann_whitney() -> None:
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(300), np.zeros(500)].astype(int)
     scores = np.r_[rng.normal(1, 1, 300), rng.normal(0, 1, 500)].round(1)  # with ties
-    fpr, tpr = E.roc_curve(labels, scores)
+    fpr, tpr = M.roc_curve(labels, scores)
     s, b = scores[labels == 1], scores[labels == 0]
     mw = (np.sum(s[:, None] > b[None, :]) + 0.5 * np.sum(s[:, None] == b[None, :])) / (len(s) * len(b))
-    assert E.auc(fpr, tpr) == pytest.approx(mw, abs=1e-12)
+    assert M.auc(fpr, tpr) == pytest.approx(mw, abs=1e-12)
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
 
 
 def test_rejection_and_metrics() -> None:
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     scores = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.3, 0.1, 0.05])
-    m = E.compute_metrics(labels, scores)
+    m = M.compute_metrics(labels, scores)
     assert m["accuracy"] == pytest.approx(6 / 8) and m["baseline_error_percent"] == pytest.approx(25.0)
     assert m["rejection_at_50"] == float("inf")  # 2 of 4 signal pass before any background
     assert m["rejection_at_80"] == pytest.approx(2.0)  # 80% needs the cut below 0.3: FPR 0.5
-    assert E.compute_metrics(labels, np.where(labels == 1, 0.9, 0.1))["auc"] == 1.0
+    assert M.compute_metrics(labels, np.where(labels == 1, 0.9, 0.1))["auc"] == 1.0
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, gfex_signal, gfex_background) -> list[Path]:
-    from sbt_batch.train import train
+    from sbt_batch.cnn.train import train
 
     base = tmp_path_factory.mktemp("runs")
     runs = []

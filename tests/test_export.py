@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_sbt
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, gfex_signal, gfex_background) -> Path:
-    from sbt_batch.train import train
+    from sbt_batch.cnn.train import train
 
     out = tmp_path_factory.mktemp("export") / "run"
     train(signal=gfex_signal, background=gfex_background, model="2c2m-dropout", out=str(out), epochs=1,
@@ -25,8 +24,8 @@ def run(tmp_path_factory, gfex_signal, gfex_background) -> Path:
 @pytest.fixture(scope="module")
 def reference(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """Preprocessed test images of the run and the Keras model's predictions on them."""
-    from sbt_batch.evaluate import load_run_model, run_stream
-    from sbt_batch.rundir import RunDir
+    from sbt_batch.cnn.evaluate import load_run_model, run_stream
+    from sbt_batch.common.rundir import RunDir
 
     rd = RunDir(run)
     stream, _, split = run_stream(rd)
@@ -37,7 +36,7 @@ def reference(run: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_frozen_pb_equals_keras(run: Path, reference) -> None:
     import tensorflow as tf
 
-    from sbt_batch.export import export_run
+    from sbt_batch.cnn.export import export_run
 
     info = export_run(run, "frozen-pb")
     pb = Path(info["path"])
@@ -57,7 +56,7 @@ def test_frozen_pb_equals_keras(run: Path, reference) -> None:
 def test_onnx_equals_keras(run: Path, reference) -> None:
     import onnxruntime as ort
 
-    from sbt_batch.export import export_run
+    from sbt_batch.cnn.export import export_run
 
     info = export_run(run, "onnx")
     sess = ort.InferenceSession(info["path"], providers=["CPUExecutionProvider"])
@@ -70,7 +69,7 @@ def test_onnx_equals_keras(run: Path, reference) -> None:
 def test_savedmodel_equals_keras(run: Path, reference) -> None:
     import tensorflow as tf
 
-    from sbt_batch.export import export_run
+    from sbt_batch.cnn.export import export_run
 
     info = export_run(run, "savedmodel")
     loaded = tf.saved_model.load(info["path"])

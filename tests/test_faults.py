@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import assert_one_line_error, require, run_sbt
 
 pytestmark = pytest.mark.timeout(900)
@@ -554,7 +553,7 @@ def test_tensorflow_noise_hidden_unless_debug(world, tmp_path):
 
 def test_sweep_removes_only_stale_temporaries(tmp_path):
     """The next atomic write to a target deletes temporaries of dead owners here, and old ones of other hosts."""
-    from sbt_batch import fileio
+    from sbt_batch.common import fileio
 
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sbt_batch.geometry import GridError, build_grid
-from sbt_batch.ntuples import ETA_MAX_FOR_ROWS, N_TOWERS, tower_map
+from sbt_batch.convert.geometry import GridError, build_grid
+from sbt_batch.convert.samples import ETA_MAX_FOR_ROWS, N_TOWERS, tower_map
 
 
 @pytest.mark.parametrize("rows, eta_max", sorted(ETA_MAX_FOR_ROWS.items()))

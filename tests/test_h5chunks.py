@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from sbt_batch.convert_tasks import plan_ranges
-from sbt_batch.h5chunks import EventWriter, ShuffleDeflate, decode_chunk
+from sbt_batch.convert.h5chunks import EventWriter, ShuffleDeflate, decode_chunk
+from sbt_batch.convert.tasks import plan_ranges
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, assert_one_line_error, require, run_sbt
 
 pytestmark = [pytest.mark.horovod, pytest.mark.slow]
@@ -46,7 +45,7 @@ def _data(gfex_dir: Path) -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    from sbt_batch.launch import rank_env
+    from sbt_batch.cnn.launch import rank_env
 
     return {**rank_env(2), "SBT_BATCH_LOG": "INFO", **extra}
 
@@ -57,7 +56,7 @@ def _digests(text: str) -> dict[int, str]:
 
 
 def _auc(run: Path) -> float:
-    from sbt_batch.evaluate import evaluate_run
+    from sbt_batch.cnn.evaluate import evaluate_run
 
     return float(evaluate_run(run, plots=False)["auc"])
 
@@ -242,8 +241,9 @@ def test_condor_node_wrappers_train_two_ranks_with_gloo(tmp_path: Path, gfex_dir
 
 
 def test_rank_detection_from_launcher_environment() -> None:
-    from sbt_batch.errors import UserError
-    from sbt_batch.hvd import Launch, launch_info, lr_scale
+    from sbt_batch.cnn.horovod import lr_scale
+    from sbt_batch.common.errors import UserError
+    from sbt_batch.common.launchenv import Launch, launch_info
 
     assert launch_info({}) is None
     assert launch_info({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1"}) == Launch(1, 2, 1, "horovodrun")

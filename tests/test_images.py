@@ -7,13 +7,13 @@ import os
 import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 from conftest import REPO, assert_one_line_error, require
 
-from sbt_batch import __version__, images
-from sbt_batch.errors import UserError
+from sbt_batch import __version__
+from sbt_batch.common.errors import UserError
+from sbt_batch.container import images
 
 ME = f"{os.getuid()}:{os.getgid()}"
 
@@ -220,7 +220,7 @@ def test_apptainer_definition_matches_the_archive_and_runs_selfcheck():
     assert header["Bootstrap"].strip() in {"docker", "docker-daemon", "docker-archive"}
     # the archive that scripts/build-image.sh writes, for this version
     assert header["From"].strip() == f"sbt-batch-{__version__}-cpu.docker.tar"
-    assert f'sbt-batch-${{version}}-cpu.docker.tar' in (REPO / "scripts" / "build-image.sh").read_text()
+    assert 'sbt-batch-${version}-cpu.docker.tar' in (REPO / "scripts" / "build-image.sh").read_text()
     sections = {block.split("\n", 1)[0].strip(): block for block in text.split("\n%")[1:]}
     assert "sbt-batch selfcheck" in sections["test"]
     assert 'sbt-batch "$@"' in sections["runscript"]

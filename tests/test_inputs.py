@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_error
-from sbt_batch.errors import InputFileError, UserError
-from sbt_batch.inputs import expand_inputs
+
+from sbt_batch.common.errors import InputFileError, UserError
+from sbt_batch.common.inputs import expand_inputs
 
 
 @pytest.fixture

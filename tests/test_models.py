@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sbt_batch import models as M
-from sbt_batch.errors import UserError
+from sbt_batch.cnn import models as M
+from sbt_batch.common.errors import UserError
 
 FIVE = ["1c", "2c", "1c1m", "2c2m", "2c2m-dropout"]
 

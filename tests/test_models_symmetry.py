@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbt_batch import models as M
-from sbt_batch import symmetry as S
-from sbt_batch.errors import UserError
+from sbt_batch.cnn import models as M
+from sbt_batch.cnn import symmetry as S
+from sbt_batch.common.errors import UserError
 
 
 def _x(n: int = 5, c: int = 1) -> np.ndarray:
@@ -71,14 +71,14 @@ def test_augment_is_seeded_and_each_event_is_a_group_element() -> None:
 
 def test_tta_scores_are_invariant() -> None:
     x = _x(3)
-    score = lambda b: b[:, :5, :7, 0].sum(axis=(1, 2)) ** 2  # noqa: E731 - any non-symmetric function
+    score = lambda b: b[:, :5, :7, 0].sum(axis=(1, 2)) ** 2
     ref = S.averaged_scores(score, x, "full")
     np.testing.assert_allclose(S.averaged_scores(score, S.transform(x, 9, True), "full"), ref, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
 def sym_run(tmp_path_factory, gfex_signal, gfex_background) -> Path:
-    from sbt_batch.train import train
+    from sbt_batch.cnn.train import train
 
     out = tmp_path_factory.mktemp("sym") / "run"
     train(signal=gfex_signal, background=gfex_background, model="res3", padding="circular-reflect", augment="full",
@@ -90,10 +90,10 @@ def test_export_frozen_pb_and_onnx_match_keras_with_tta(sym_run: Path) -> None:
     import onnxruntime as ort
     import tensorflow as tf
 
-    from sbt_batch.evaluate import evaluate_run, load_run_model, run_stream
-    from sbt_batch.export import export_run
-    from sbt_batch.models import signal_score
-    from sbt_batch.rundir import RunDir
+    from sbt_batch.cnn.evaluate import evaluate_run, load_run_model, run_stream
+    from sbt_batch.cnn.export import export_run
+    from sbt_batch.cnn.models import signal_score
+    from sbt_batch.common.rundir import RunDir
 
     rd = RunDir(sym_run)
     stream, _, split = run_stream(rd)
@@ -121,7 +121,7 @@ def test_export_frozen_pb_and_onnx_match_keras_with_tta(sym_run: Path) -> None:
 def test_augmented_resume_gives_identical_weights(tmp_path: Path, gfex_signal, gfex_background) -> None:
     import keras
 
-    from sbt_batch.train import train
+    from sbt_batch.cnn.train import train
 
     common = dict(signal=gfex_signal, background=gfex_background, model="2c2m", padding="circular", augment="full",
                   max_events=60, split="0.5,0.2,0.3", seed=4, batch_size=16, progress=False)
@@ -135,7 +135,7 @@ def test_augmented_resume_gives_identical_weights(tmp_path: Path, gfex_signal, g
 
 
 def test_bad_symmetry_options(gfex_signal, gfex_background) -> None:
-    from sbt_batch.train import TrainConfig
+    from sbt_batch.cnn.config import TrainConfig
 
     base = {"signal": [str(p) for p in gfex_signal], "background": [str(p) for p in gfex_background]}
     with pytest.raises(UserError, match="--augment: unknown symmetry group 'roll'"):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uproot
-
 from conftest import assert_one_line_error
-from sbt_batch.ntuples import N_TOWERS, generate_events, make_sample_ntuples, tower_map, write_ntuple
+
+from sbt_batch.convert.samples import N_TOWERS, generate_events, make_sample_ntuples, tower_map, write_ntuple
 
 # fCompress = algorithm * 100 + level (ROOT's convention)
 ALGORITHM = {"zlib": 1, "lzma": 2, "lz4": 4, "zstd": 5}
@@ -50,7 +50,7 @@ def test_reproducible_with_seed(tmp_path: Path):
     a = make_sample_ntuples(tmp_path / "a", "signal", 1, 50, seed=7)[0]
     b = make_sample_ntuples(tmp_path / "b", "signal", 1, 50, seed=7)[0]
     c = make_sample_ntuples(tmp_path / "c", "signal", 1, 50, seed=8)[0]
-    read = lambda p: uproot.open(p)["mytree"]["gTowerEt"].array(library="np")  # noqa: E731
+    read = lambda p: uproot.open(p)["mytree"]["gTowerEt"].array(library="np")
     np.testing.assert_array_equal(read(a), read(b))
     assert not np.array_equal(read(a), read(c))
 

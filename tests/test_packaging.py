@@ -45,7 +45,7 @@ def test_pip_install_into_fresh_venv(tmp_path: Path):
         assert "Usage" in result.stdout or "sbt-batch" in result.stdout
     code = (
         "import sbt_batch, pathlib\n"
-        "from sbt_batch.batch.templates import find_template\n"
+        "from sbt_batch.batch.render import find_template\n"
         "root = pathlib.Path(sbt_batch.__file__).parent\n"
         "assert 'site-packages' in str(root), root\n"
         "for backend, name in (('slurm', 'array.sh.j2'), ('condor', 'job.sub.j2')):\n"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import h5py
 import pytest
-
 from conftest import REPO, assert_one_line_error, run_sbt
-from sbt_batch import provenance as P
+
 from sbt_batch.batch.core import run_status
 from sbt_batch.batch.run import Run
+from sbt_batch.common import provenance as P
 
 
 def sample(folder: Path, kind: str, files: int, events: int, seed: int) -> list[Path]:
@@ -59,7 +59,7 @@ def test_git_commit_and_image_identity() -> None:
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:
         assert P.git_commit() == head.stdout.strip()
-    code = "import json; from sbt_batch import provenance as P; print(json.dumps(P.environment()))"
+    code = "import json; from sbt_batch.common import provenance as P; print(json.dumps(P.environment()))"
     env = {**os.environ, "SBT_BATCH_IN_IMAGE": "1", "SBT_BATCH_IMAGE": "localhost/sbt-batch:0.1.0-cpu",
            "SBT_BATCH_IMAGE_DIGEST": "sha256:" + "ab" * 32}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
@@ -127,8 +127,8 @@ def _set_version(part: Path, version: str) -> None:
 
 
 def test_merge_refuses_mixed_versions(converted, tmp_path: Path) -> None:
-    from sbt_batch.convert import merge_outputs
-    from sbt_batch.errors import UserError
+    from sbt_batch.common.errors import UserError
+    from sbt_batch.convert.merge import merge_outputs
 
     parts = []
     for kind in ("signal", "background"):

@@ -15,12 +15,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_sbt
-from remote_fixtures import BIG_FILES, SMALL_FILES, Server, free_port, http_server, served, server, start_server, xrootd_server  # noqa: F401
-from sbt_batch.errors import EXIT_SKIPPED_BAD, InputFileError, UserError
-from sbt_batch.inputs import expand_inputs
-from sbt_batch.remote import RemoteOptions, classify
+from remote_fixtures import BIG_FILES, SMALL_FILES, Server, free_port, http_server, served, server, start_server, xrootd_server  # noqa: F401  (pytest fixtures)
+
+from sbt_batch.common.errors import EXIT_SKIPPED_BAD, InputFileError, UserError
+from sbt_batch.common.inputs import expand_inputs
+from sbt_batch.convert.remote import RemoteOptions, classify
 
 FAST = ("--read-retries", "1", "--read-timeout", "10")  # one retry after 1 s: failing runs stay short
 SMALL = [f"small/signal_{i:03d}.root" for i in range(SMALL_FILES)]
@@ -253,7 +253,7 @@ def test_submit_convert_local_backend_reads_remotely(xrootd_server: Server, loca
 
 
 def test_condor_spool_mode_transfers_nothing_for_urls(tmp_path: Path, served: Path):
-    from sbt_batch.batch.condor import CondorBackend
+    from sbt_batch.batch.backends.condor import CondorBackend
     from sbt_batch.batch.kinds import convert_tasks
     from sbt_batch.batch.run import Run
 
@@ -276,6 +276,7 @@ def test_condor_spool_mode_transfers_nothing_for_urls(tmp_path: Path, served: Pa
 @pytest.mark.condor
 def test_condor_pool_spool_run_reads_root_urls(condor_pool, xrootd_server: Server, local_small: Path, tmp_path: Path):
     from conftest import require
+
     from sbt_batch.batch.core import run_status
     from sbt_batch.batch.run import Run
 

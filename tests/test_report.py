@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_error, require, run_sbt
+
 from sbt_batch.batch.core import run_status
 from sbt_batch.batch.run import Run, Task
 

@@ -16,15 +16,16 @@ import h5py
 import numpy as np
 import pytest
 import uproot
-
 from conftest import assert_one_line_error, require
 from root_fixtures import COMPRESSIONS, root_available, write_root_files
-from sbt_batch import convert as convert_module
-from sbt_batch.baskets import first_nonfinite, tower_layout
-from sbt_batch.convert import convert, merge_outputs
-from sbt_batch.errors import EXIT_SKIPPED_BAD
-from sbt_batch.geometry import build_grid
-from sbt_batch.ntuples import ETA_MAX_FOR_ROWS, embed_images, read_hdf5_images
+
+from sbt_batch.common.errors import EXIT_SKIPPED_BAD
+from sbt_batch.convert import source as convert_source
+from sbt_batch.convert.baskets import first_nonfinite, tower_layout
+from sbt_batch.convert.driver import convert
+from sbt_batch.convert.geometry import build_grid
+from sbt_batch.convert.merge import merge_outputs
+from sbt_batch.convert.samples import ETA_MAX_FOR_ROWS, embed_images, read_hdf5_images
 
 ETA_MAX = ETA_MAX_FOR_ROWS[28]  # 2.7: the 28 rows of the real data
 LAYOUTS = ("fixed", "vector", "rvec")
@@ -145,7 +146,7 @@ def test_baskets_are_gathered_directly(root_files, real, tmp_path: Path, monkeyp
     def refuse(*args, **kwargs):
         raise AssertionError("uproot's generic read was used")
 
-    monkeypatch.setattr(convert_module, "_uproot_steps", refuse)
+    monkeypatch.setattr(convert_source, "_uproot_steps", refuse)
     inputs = [root_files["good"][(layout, "lz4")][0] for layout in LAYOUTS]
     result = convert(inputs, tmp_path / "mixed.h5", eta_max=ETA_MAX, workers=1, step_size="40")
     assert result.events == 3 * FILES[0][1]
@@ -249,7 +250,7 @@ def test_nan_outside_the_kept_towers_is_not_read(root_files, tmp_path: Path):
 
 def test_uproot_jagged_arrays_round_trip(gfex_signal, tmp_path: Path):
     """Counted float[n] arrays (what uproot writes for jagged data: no header per entry) take the same path; no ROOT needed."""
-    from sbt_batch.ntuples import embed_hdf5
+    from sbt_batch.convert.samples import embed_hdf5
 
     (path,) = embed_hdf5(gfex_signal[1], tmp_path, events=90, basket_events=40, layout="jagged")
     with uproot.open(path) as f:

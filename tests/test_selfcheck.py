@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, assert_one_line_error, require
 
-from sbt_batch import selfcheck
+from sbt_batch.container import selfcheck
 
 
 def test_selfcheck_quick_json_lists_the_stack(sbt):
@@ -62,7 +62,7 @@ def test_selfcheck_without_tensorflow_or_horovod_says_not_installed(tmp_path):
     site = _bare_site(tmp_path)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from sbt_batch import selfcheck as s; r = s.collect();"
+        "from sbt_batch.container import selfcheck as s; r = s.collect();"
         "print(r['packages']['tensorflow'], r['packages']['horovod'], r['packages']['numpy']);"
         "print(s.missing(r, ['tensorflow', 'horovod']));"
         "s.render(r)"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 from sbt_batch.tabular.sensitivity import binned_sensitivity, binned_sensitivity_reference
 
 IMPLEMENTATIONS = [binned_sensitivity, binned_sensitivity_reference]

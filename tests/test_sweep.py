@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, assert_one_line_error, run_sbt
-from sbt_batch.sweep import load_sweep, point_id
+
+from sbt_batch.cnn.sweep import load_sweep, point_id
 
 
 def _wait(run, timeout: float) -> list:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_sbt
 
-from sbt_batch.errors import EXIT_INCOMPLETE, UserError
+from sbt_batch.common.errors import EXIT_INCOMPLETE, UserError
 from sbt_batch.tabular.columns import Columns
 from sbt_batch.tabular.data import load_datasets, load_table, training_weights, write_table
 from sbt_batch.tabular.repeats import collect_repeats, trimmed_stats
@@ -315,7 +315,7 @@ def test_cli_single_repeat_index_as_array_task(tmp_path, files):
 
 
 def test_job_spec_in_repo_is_valid():
-    from sbt_batch.config import load_yaml
+    from sbt_batch.common.config import load_yaml
     from sbt_batch.tabular.train import resolve_config
 
     cfg = resolve_config(load_yaml(Path(__file__).resolve().parents[1] / "jobs" / "train-kinematics.yaml"))

@@ -11,10 +11,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import REPO, assert_one_line_error, run_sbt
-from sbt_batch.errors import EXIT_REQUEUE, UserError
-from sbt_batch.train import TrainConfig, resolve_config, train
+
+from sbt_batch.cnn.config import TrainConfig, resolve_config
+from sbt_batch.cnn.train import train
+from sbt_batch.common.errors import EXIT_REQUEUE, UserError
 
 
 def _weights(run_dir: Path) -> list[np.ndarray]:
@@ -32,8 +33,8 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 def test_2c2m_reaches_auc_085_on_unseen_events(tmp_path: Path, gfex_signal, gfex_background) -> None:
     """Seed 1, split 0.5/0.1/0.4: 1000 train events, AUC measured on the 800 test events never trained on."""
-    from sbt_batch.data import load_split
-    from sbt_batch.evaluate import evaluate_run
+    from sbt_batch.cnn.evaluate import evaluate_run
+    from sbt_batch.cnn.prepare import load_split
 
     out = tmp_path / "run"
     result = train(signal=gfex_signal, background=gfex_background, model="2c2m", out=str(out), epochs=6,
@@ -108,10 +109,11 @@ def test_early_stopping_and_keep_best(tmp_path: Path, gfex_signal, gfex_backgrou
 
 
 def test_yaml_spec_has_every_option_and_flags_override(tmp_path: Path) -> None:
+    import inspect
+
     import yaml
 
     from sbt_batch.cli.train import train_cmd
-    import inspect
 
     spec = yaml.safe_load((REPO / "jobs" / "train-gfex.yaml").read_text())
     assert set(spec) == set(TrainConfig.keys())

@@ -27,7 +27,7 @@ Contract:
 * Job ids are strings, unique within the run, one per task (``"1234_7"`` for Slurm array task 7).
 * ``query`` returns a :class:`JobState` for every id the scheduler still knows; ids it does not
   know are simply absent (the core treats them as finished or lost, from the task's state file).
-* Every failure to reach the scheduler raises :class:`~sbt_batch.errors.UserError` with one line
+* Every failure to reach the scheduler raises :class:`~sbt_batch.common.errors.UserError` with one line
   (``"slurm: sbatch failed: ..."``); the run directory must stay consistent.
 * The task command every job runs is :meth:`Backend.task_command` (``sbt-batch task run RUN INDEX``),
   prefixed by the task's ``launcher`` list and the container wrapper when the run has an image.
@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sbt_batch.batch.run import Run
@@ -90,10 +89,10 @@ class Backend(ABC):
         """The argv of the task wrapper (``python -m sbt_batch task run RUN INDEX``), before container wrapping."""
         return [*run.sbt_command, "task", "run", str(run.path), str(index_placeholder)]
 
-    def check(self) -> None:  # noqa: B027  (optional hook)
+    def check(self) -> None:  # noqa: B027  (an optional hook: most backends need no check)
         """Raise a UserError when the scheduler's client tools are missing (called before submit)."""
 
-    def precheck(self, count: int) -> None:  # noqa: B027  (optional hook)
+    def precheck(self, count: int) -> None:  # noqa: B027  (an optional hook)
         """Before a new run's directory exists: raise a UserError when ``count`` tasks cannot be submitted (site limits)."""
 
     @abstractmethod
@@ -115,9 +114,9 @@ class Backend(ABC):
 
 # name -> "module:Class"; imported on first use so that `sbt-batch --help` stays fast.
 _BUILTIN: dict[str, str] = {
-    "local": "sbt_batch.batch.local:LocalBackend",
-    "slurm": "sbt_batch.batch.slurm:SlurmBackend",
-    "condor": "sbt_batch.batch.condor:CondorBackend",
+    "local": "sbt_batch.batch.backends.local:LocalBackend",
+    "slurm": "sbt_batch.batch.backends.slurm:SlurmBackend",
+    "condor": "sbt_batch.batch.backends.condor:CondorBackend",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 
@@ -151,8 +150,3 @@ def get_backend(name: str) -> Backend:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UserError(f"--backend: unknown backend '{name}'{hint}; choose from {', '.join(backend_names())}")
     return _REGISTRY[name]()
-
-
-def default_sbt_command() -> list[str]:
-    """How a job outside a container starts sbt-batch: this interpreter with ``-m sbt_batch``."""
-    return [sys.executable, "-m", "sbt_batch"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from sbt_batch.batch.core import COMPLETED, TaskStatus, run_status, summarize
 from sbt_batch.batch.run import Run
-from sbt_batch.errors import EXIT_INCOMPLETE, InputFileError, UserError, one_line
+from sbt_batch.common.errors import EXIT_INCOMPLETE, InputFileError, UserError, one_line
 
 STDERR_LINES = 5
 
@@ -51,7 +51,7 @@ Collector = Callable[[Run, Sequence[TaskStatus], bool, "Path | None", list[Probl
 COLLECTORS: dict[str, Collector] = {}
 # kind -> "module:function" imported on first use (the module registers nothing itself)
 LAZY_COLLECTORS: dict[str, str] = {"train-tabular": "sbt_batch.batch.collect:collect_tabular",
-                                   "sweep": "sbt_batch.sweep:collect_sweep"}
+                                   "sweep": "sbt_batch.cnn.sweep:collect_sweep"}
 
 
 def register_collector(kind: str):
@@ -102,7 +102,7 @@ def report_problems(run: Run, problems: Sequence[Problem]) -> None:
     """Print the failed/missing tasks with their last stderr lines (stderr, for people)."""
     from rich.markup import escape
 
-    from sbt_batch.console import err_console
+    from sbt_batch.common.console import err_console
 
     for p in problems:
         task = run.tasks[p.index]
@@ -114,7 +114,7 @@ def report_problems(run: Run, problems: Sequence[Problem]) -> None:
 
 def collect_run(run: Run, allow_partial: bool = False, output: Path | None = None) -> CollectResult:
     """Check, merge and report; raise UserError(exit 4) when the run is incomplete and not --allow-partial."""
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
 
     rows = run_status(run)
     problems = task_problems(run, rows)
@@ -150,7 +150,8 @@ def check_convert_part(task, shape: tuple | None) -> tuple[int, tuple]:
     """Check one convert part (exists, opens, events == input entries, 2-D images); return (events, image shape)."""
     import h5py
 
-    from sbt_batch.convert import ET_DATASET, read_entries
+    from sbt_batch.convert.names import ET_DATASET
+    from sbt_batch.convert.source import read_entries
 
     part = Path(task.outputs[0])
     if not part.is_file():
@@ -192,7 +193,7 @@ def invalid_outputs(run: Run, rows: Sequence[TaskStatus]) -> list[Problem]:
 @register_collector("convert")
 def collect_convert(run: Run, rows: Sequence[TaskStatus], allow_partial: bool, output: Path | None, problems: list[Problem]) -> CollectResult:
     """Check each part (exists, opens, events == input entries, image shape) and merge them in input order."""
-    from sbt_batch.convert import merge_outputs
+    from sbt_batch.convert.merge import merge_outputs
 
     good: list[Path] = []
     expected = 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sbt_batch.batch.backend import ACTIVE_STATES, CANCELLED, COMPLETED, FAILED, TIMEOUT, Backend, JobState, get_backend
 from sbt_batch.batch.run import CANCEL_MARKER, FINAL_TASK_STATES, T_KILLED, T_REQUEUED, T_RUNNING, Run, find_runs
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 # Task states shown by `status` (task file merged with the scheduler's answer).
 S_UNSUBMITTED = "unsubmitted"  # no successful submission contains the task

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sbt_batch.batch.run import Task
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 PART_PATTERN = "part-{:05d}.h5"
 

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sbt_batch.config import check_keys, load_yaml
-from sbt_batch.errors import UserError
+from sbt_batch.common.config import check_keys, load_yaml
+from sbt_batch.common.errors import UserError
 
 # key -> (type or tuple of types, help)
 PROFILE_KEYS: dict[str, tuple[Any, str]] = {

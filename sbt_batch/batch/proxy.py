@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 OPENSSL_DATE = "%b %d %H:%M:%S %Y %Z"
 
@@ -34,7 +34,7 @@ def not_after(path: Path) -> datetime:
     if proc is not None and proc.returncode == 0 and "=" in proc.stdout:
         text = " ".join(proc.stdout.strip().split("=", 1)[1].split())
         try:
-            return datetime.strptime(text, OPENSSL_DATE).replace(tzinfo=timezone.utc)
+            return datetime.strptime(text, OPENSSL_DATE).replace(tzinfo=UTC)
         except ValueError:
             pass
     try:
@@ -60,7 +60,7 @@ def checked_proxy(time_seconds: int | None) -> Path | None:
     if path is None:
         return None
     end = not_after(path)
-    left = (end - datetime.now(timezone.utc)).total_seconds()
+    left = (end - datetime.now(UTC)).total_seconds()
     if left <= 0:
         raise UserError(f"{path}: X.509 proxy expired at {end:%Y-%m-%d %H:%M:%S} UTC; renew it (voms-proxy-init) before submitting")
     if time_seconds and left < time_seconds:

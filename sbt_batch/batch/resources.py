@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEM_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)

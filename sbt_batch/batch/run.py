@@ -14,7 +14,7 @@ A *task* is an ``sbt-batch`` command line (``argv`` without the program name).  
 sends some task indices to the backend in one scheduler call; ``resubmit`` appends a new one.
 The attempt number of task ``i`` is the number of submissions (not failed) that contain ``i``.
 
-This module imports only the standard library and ``sbt_batch.fileio`` so that the task
+This module imports only the standard library and ``sbt_batch.common.fileio`` so that the task
 wrapper and ``status`` start fast.
 """
 
@@ -23,14 +23,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sbt_batch.errors import UserError
-from sbt_batch.fileio import write_json_atomic, write_text_atomic
+from sbt_batch.common.errors import UserError
+from sbt_batch.common.fileio import write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -51,7 +52,7 @@ DAMAGED = {"state": "damaged"}  # what read_state returns for a state.json that 
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with seconds (``2026-11-26T15:40:20Z``)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_runs_dir() -> Path:
@@ -68,6 +69,11 @@ def check_run_name(name: str) -> str:
     if len(name.encode()) > 200:
         raise UserError("--name: run name is longer than 200 bytes")
     return name
+
+
+def default_sbt_command() -> list[str]:
+    """How a job outside a container starts sbt-batch: this interpreter with ``-m sbt_batch``."""
+    return [sys.executable, "-m", "sbt_batch"]
 
 
 @dataclass
@@ -122,7 +128,7 @@ class Run:
             raise UserError(f"{runs_dir}: cannot create runs directory ({exc.strerror})") from None
         if not os.access(runs_dir, os.W_OK | os.X_OK):
             raise UserError(f"{runs_dir}: runs directory is not writable")
-        stamp = datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
+        stamp = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)
         manifest: dict[str, Any] = {
             "version": MANIFEST_VERSION,
             "tool_version": __version__,
@@ -205,8 +211,6 @@ class Run:
     @property
     def sbt_command(self) -> list[str]:
         """How jobs start sbt-batch (``sbt-batch`` inside an image, else this interpreter with -m)."""
-        from sbt_batch.batch.backend import default_sbt_command
-
         cmd = self.manifest.get("sbt_command")
         if cmd:
             return list(cmd)
@@ -328,7 +332,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def manifest_text(manifest: dict[str, Any]) -> str:
     """The manifest as JSON: one key per line, one task or submission per line (fast C encoder, readable diff)."""
-    dump = lambda v: json.dumps(v, default=str)  # noqa: E731
+    def dump(v):
+        return json.dumps(v, default=str)
     lines = []
     for key, value in manifest.items():
         if key in ("tasks", "submissions") and value:

@@ -77,7 +77,7 @@ def print_task_table(run: Run) -> None:
     """The task list of a (dry-run) run, one copy-pasteable command line per task."""
     import shlex
 
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
 
     console.print(f"[bold]{len(run.tasks)} task(s):[/]")
     for t in run.tasks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,8 @@ from sbt_batch.batch.core import run_state, run_status, submit_run
 from sbt_batch.batch.profiles import load_profile
 from sbt_batch.batch.resources import check_count, parse_mem, parse_time
 from sbt_batch.batch.run import TIMESTAMP_FORMAT, Run, Task, check_run_name, default_runs_dir
-from sbt_batch.errors import UserError
-from sbt_batch.fileio import check_writable_dir
+from sbt_batch.common.errors import UserError
+from sbt_batch.common.fileio import check_writable_dir
 
 
 @dataclass
@@ -51,7 +51,7 @@ def resolve_inputs(items: Sequence[str]) -> list[Path | str]:
 
     root:// and https:// URLs stay strings: the tasks read them remotely (and spool mode transfers nothing for them).
     """
-    from sbt_batch.inputs import expand_inputs
+    from sbt_batch.common.inputs import expand_inputs
 
     return [p if isinstance(p, str) else p.absolute() for p in expand_inputs(items)]
 
@@ -59,7 +59,8 @@ def resolve_inputs(items: Sequence[str]) -> list[Path | str]:
 def build_settings(kind: str, opts: SubmitOptions, options: dict[str, Any]) -> tuple[str, Path, dict[str, Any]]:
     """Merge options with the site profile and validate them: return (backend name, runs dir, manifest settings)."""
     profile = load_profile(opts.site)
-    pick = lambda key, value: value if value is not None else profile.get(key)  # noqa: E731
+    def pick(key, value):
+        return value if value is not None else profile.get(key)
     backend = pick("backend", opts.backend) or "local"
     get_backend(backend)  # unknown backend -> one-line error before anything is written
     time_s = parse_time(pick("time", opts.time))
@@ -132,7 +133,7 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
     (``settings["resources"]["cpus"]`` etc. are final). ``check_task(argv)`` validates a task's command
     line (a dry parse with the real command) before anything exists.
     """
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
 
     name = check_run_name(opts.name or kind)
     backend_name, runs_dir, settings = build_settings(kind, opts, options)
@@ -142,7 +143,7 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
         for t in {id(x): x for x in (tasks[0], tasks[-1])}.values():
             check_task(t.argv)
     # Rendered before anything exists: a value the job script cannot carry fails here, leaving no run behind.
-    stamp = datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
+    stamp = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)
     manifest = {"name": name, "kind": kind, "backend": backend_name, **settings, "tasks": [t.to_dict() for t in tasks], "submissions": []}
     draft = Run(runs_dir.absolute() / f"{name}-{stamp}", manifest)
     script = backend.render(draft, [t.index for t in tasks])
@@ -190,7 +191,7 @@ def resubmit_cli(ref: str, runs_dir: Path | None, failed: bool, missing: bool, t
                  invalid: bool = False, tasks: str | None = None) -> None:
     """`resubmit`: new array of the selected tasks in the same run; new --time/--mem apply to it."""
     from sbt_batch.batch.core import resubmit_run
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
 
     run = Run.open(ref, runs_dir)
     only = parse_task_list(tasks, len(run.tasks)) if tasks else None

@@ -20,34 +20,23 @@ import sys
 import time
 from pathlib import Path
 
-from sbt_batch.batch.backend import default_sbt_command
-from sbt_batch.batch.run import CANCEL_MARKER, STATE, T_COMPLETED, T_FAILED, T_KILLED, T_REQUEUED, T_RUNNING, Run, utc_now
+from sbt_batch.batch.run import (
+    CANCEL_MARKER,
+    STATE,
+    T_COMPLETED,
+    T_FAILED,
+    T_KILLED,
+    T_REQUEUED,
+    T_RUNNING,
+    Run,
+    default_sbt_command,
+    utc_now,
+)
+from sbt_batch.common.launchenv import current_rank, scheduler_job_id
 
 log = logging.getLogger("sbt_batch")
 
-_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 _KEEP_FILES = ("stdout", "stderr", STATE)  # plus try-<n>.stdout/.stderr of retried tries
-
-
-def current_rank() -> int:
-    """This process's rank under an MPI/Slurm launcher (0 when not launched by one)."""
-    for var in _RANK_VARS:
-        value = os.environ.get(var)
-        if value and value.isdigit():
-            return int(value)
-    return 0
-
-
-def scheduler_job_id() -> str | None:
-    """The scheduler's id for this job, from the environment (Slurm, HTCondor, local runner)."""
-    env = os.environ
-    if env.get("SBT_BATCH_JOB_ID"):
-        return env["SBT_BATCH_JOB_ID"]
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    if env.get("SLURM_JOB_ID"):
-        return env["SLURM_JOB_ID"]
-    return None
 
 
 def _archive_previous(run: Run, index: int, attempt: int) -> None:
@@ -76,7 +65,7 @@ def task_cwd(run: Run) -> str | None:
 
 
 PR_SET_PDEATHSIG = 1
-EXIT_REQUEUE = 75  # the command checkpointed after SIGTERM: requeue it and resume (sbt_batch.errors.EXIT_REQUEUE)
+EXIT_REQUEUE = 75  # the command checkpointed after SIGTERM: requeue it and resume (sbt_batch.common.errors.EXIT_REQUEUE)
 BAD_INPUT_CODES = (1, 2)  # with a one-line `error:` as the last stderr line: never retried
 
 

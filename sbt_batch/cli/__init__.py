@@ -12,9 +12,9 @@ import sys
 import typer
 
 # Registering order is the order of the help panels.
-from sbt_batch.cli import demo, convert, train, batch, kinematics, image, report, sweep  # noqa: F401,I001
+from sbt_batch.cli import demo, convert, train, batch, kinematics, image, report, sweep  # noqa: F401,I001  (importing registers the commands)
 from sbt_batch.cli.app import app
-from sbt_batch.errors import EXIT_FAILURE, EXIT_SIGNAL_BASE, EXIT_USAGE, Terminated, UserError
+from sbt_batch.common.errors import EXIT_FAILURE, EXIT_SIGNAL_BASE, EXIT_USAGE, Terminated, UserError
 
 __all__ = ["app", "main"]
 
@@ -29,7 +29,7 @@ def _fail(message: str, code: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; usage errors and UserError become one ``error:`` line and an exit code, never a traceback."""
-    from sbt_batch.fileio import disk_full_error, install_signal_cleanup, is_disk_full
+    from sbt_batch.common.fileio import disk_full_error, install_signal_cleanup, is_disk_full
 
     install_signal_cleanup()  # SIGTERM/SIGINT remove this process's temporaries, then one error line
     command = typer.main.get_command(app)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         _fail(f"{exc.format_message()}{hint}", getattr(exc, "exit_code", EXIT_USAGE))
-    except Terminated as exc:  # SIGTERM/SIGHUP (sbt_batch.fileio.install_signal_cleanup)
+    except Terminated as exc:  # SIGTERM/SIGHUP (sbt_batch.common.fileio.install_signal_cleanup)
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail(_INTERRUPTED, EXIT_SIGNAL_BASE + 2)

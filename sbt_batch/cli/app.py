@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sbt_batch import __version__
-from sbt_batch.console import set_debug, setup_logging
+from sbt_batch.common.console import set_debug, setup_logging
 
 app = typer.Typer(
     name="sbt-batch",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import copy
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, Optional
-
-import copy
+from pathlib import Path
+from typing import Any
 
 import typer
 from typer._click import core as click
@@ -16,7 +15,7 @@ from typer._click.exceptions import ClickException
 from typer.core import TyperArgument, TyperCommand
 
 from sbt_batch.cli.app import app
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 submit_app = typer.Typer(
     help="Submit a batch run (convert, train, evaluate, train-tabular) to the local machine, Slurm or HTCondor.",
@@ -31,23 +30,23 @@ PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
 # Options shared by every submit command: (parameter, type, typer option).
 O_RUNS_DIR = typer.Option(None, "--runs-dir", help="Where run directories go (default $SBT_BATCH_RUNS or ./runs).")
 SUBMIT_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("backend", Optional[str], typer.Option(None, "--backend", "-b", help="local (default), slurm or condor.")),
-    ("site", Optional[str], typer.Option(None, "--site", help="Site profile: a YAML path or a name in ~/.config/sbt-batch/.")),
-    ("name", Optional[str], typer.Option(None, "--name", help="Run name (default: the command); the run directory is NAME-<UTC time>.")),
-    ("runs_dir", Optional[Path], O_RUNS_DIR),
-    ("image", Optional[str], typer.Option(None, "--image", help="Run each task inside this container image.")),
-    ("bind", Optional[list[str]], typer.Option(None, "--bind", help="Path bound into the container (repeatable).")),
-    ("partition", Optional[str], typer.Option(None, "--partition", help="Slurm partition.")),
-    ("account", Optional[str], typer.Option(None, "--account", help="Slurm account.")),
-    ("time", Optional[str], typer.Option(None, "--time", help="Wall time per task: MINUTES, HH:MM:SS or D-HH:MM:SS.")),
-    ("mem", Optional[str], typer.Option(None, "--mem", help="Memory per task, e.g. 4G.")),
-    ("cpus", Optional[int], typer.Option(None, "--cpus", help="CPUs per task.")),
-    ("gpus", Optional[int], typer.Option(None, "--gpus", help="GPUs per task.")),
-    ("max_running", Optional[int], typer.Option(None, "--max-running", help="At most N tasks at once (Slurm %N throttle, local pool size).")),
-    ("template", Optional[Path], typer.Option(None, "--template", help="Your own copy of the backend's job template.")),
-    ("directive", Optional[list[str]], typer.Option(None, "--directive", help="Extra scheduler directive, e.g. --directive=--qos=short (repeatable).")),
-    ("after", Optional[str], typer.Option(None, "--after", help="Start only after this run completed successfully.")),
-    ("retries", Optional[int], typer.Option(None, "--retries", help="Retry a failed task up to N times (not after a one-line bad-input error; exit 75 resumes).")),
+    ("backend", str | None, typer.Option(None, "--backend", "-b", help="local (default), slurm or condor.")),
+    ("site", str | None, typer.Option(None, "--site", help="Site profile: a YAML path or a name in ~/.config/sbt-batch/.")),
+    ("name", str | None, typer.Option(None, "--name", help="Run name (default: the command); the run directory is NAME-<UTC time>.")),
+    ("runs_dir", Path | None, O_RUNS_DIR),
+    ("image", str | None, typer.Option(None, "--image", help="Run each task inside this container image.")),
+    ("bind", list[str] | None, typer.Option(None, "--bind", help="Path bound into the container (repeatable).")),
+    ("partition", str | None, typer.Option(None, "--partition", help="Slurm partition.")),
+    ("account", str | None, typer.Option(None, "--account", help="Slurm account.")),
+    ("time", str | None, typer.Option(None, "--time", help="Wall time per task: MINUTES, HH:MM:SS or D-HH:MM:SS.")),
+    ("mem", str | None, typer.Option(None, "--mem", help="Memory per task, e.g. 4G.")),
+    ("cpus", int | None, typer.Option(None, "--cpus", help="CPUs per task.")),
+    ("gpus", int | None, typer.Option(None, "--gpus", help="GPUs per task.")),
+    ("max_running", int | None, typer.Option(None, "--max-running", help="At most N tasks at once (Slurm %N throttle, local pool size).")),
+    ("template", Path | None, typer.Option(None, "--template", help="Your own copy of the backend's job template.")),
+    ("directive", list[str] | None, typer.Option(None, "--directive", help="Extra scheduler directive, e.g. --directive=--qos=short (repeatable).")),
+    ("after", str | None, typer.Option(None, "--after", help="Start only after this run completed successfully.")),
+    ("retries", int | None, typer.Option(None, "--retries", help="Retry a failed task up to N times (not after a one-line bad-input error; exit 75 resumes).")),
     ("hold", bool, typer.Option(False, "--hold", help="Submit held (Slurm: release with scontrol release).", hidden=True)),
     ("dry_run", bool, typer.Option(False, "--dry-run", help="Print the job script and the task table; submit nothing.")),
 ]
@@ -142,7 +141,8 @@ def option_words(param: click.Parameter, value: Any) -> list[str]:
         if value:
             return [name]
         return [param.secondary_opts[0]] if param.secondary_opts else []
-    text = lambda v: str(v)  # noqa: E731
+    def text(v):
+        return str(v)
     if getattr(param, "multiple", False):
         return [w for v in value or () for w in (name, *(map(text, v) if isinstance(v, (list, tuple)) else [text(v)]))]
     if param.nargs != 1 and isinstance(value, (list, tuple)):
@@ -198,15 +198,15 @@ def submit_convert(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., help="Input ntuples (files, directories, globs, @list files or root:// / https:// URLs)."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where parts/ and the merged HDF5 go."),
-    files_per_job: Optional[int] = typer.Option(None, "--files-per-job", "-k", help="Input files per task [1]."),
-    convert_args: Optional[str] = typer.Option(None, "--convert-args", hidden=True, help="Deprecated: give the convert options directly."),
+    files_per_job: int | None = typer.Option(None, "--files-per-job", "-k", help="Input files per task [1]."),
+    convert_args: str | None = typer.Option(None, "--convert-args", hidden=True, help="Deprecated: give the convert options directly."),
     opts: dict[str, Any] = SHARED,
 ) -> None:
     """Convert ntuples to HDF5 as a batch run: one task per --files-per-job inputs; takes every `sbt-batch convert` option."""
+    import shlex
+
     from sbt_batch.batch.kinds import convert_tasks
     from sbt_batch.batch.submit import resolve_inputs
-
-    import shlex
 
     out = output_dir.absolute()
     try:
@@ -214,7 +214,7 @@ def submit_convert(
     except ValueError as exc:
         raise UserError(f"--convert-args: {exc}") from None
     if convert_args:
-        from sbt_batch.console import err_console
+        from sbt_batch.common.console import err_console
 
         err_console.print("warning: --convert-args is deprecated; give the `sbt-batch convert` options directly", markup=False)
     files = resolve_inputs(inputs)
@@ -234,15 +234,15 @@ def _single(kind: str, ctx: typer.Context, opts: dict[str, Any]) -> None:
 def submit_train(
     ctx: typer.Context,
     opts: dict[str, Any] = SHARED,
-    nodes: Optional[int] = typer.Option(None, "--nodes", help="Horovod: nodes for one multi-rank training."),
-    ntasks: Optional[int] = typer.Option(None, "--ntasks", help="Horovod: ranks in total."),
-    ntasks_per_node: Optional[int] = typer.Option(None, "--ntasks-per-node", help="Horovod: ranks per node."),
-    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="Horovod: GPUs per node (default: one rank each)."),
-    mpi_launcher: Optional[str] = typer.Option(None, "--mpi-launcher", help="Slurm ranks: srun (--mpi=pmix) | mpirun [srun]."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Horovod: nodes for one multi-rank training."),
+    ntasks: int | None = typer.Option(None, "--ntasks", help="Horovod: ranks in total."),
+    ntasks_per_node: int | None = typer.Option(None, "--ntasks-per-node", help="Horovod: ranks per node."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="Horovod: GPUs per node (default: one rank each)."),
+    mpi_launcher: str | None = typer.Option(None, "--mpi-launcher", help="Slurm ranks: srun (--mpi=pmix) | mpirun [srun]."),
 ) -> None:
     """Submit one `sbt-batch train ...` task (N Horovod ranks with --ntasks/--nodes); takes every `train` option (or after `--`)."""
     from sbt_batch.batch.kinds import single_task
-    from sbt_batch.launch import train_submit_settings
+    from sbt_batch.cnn.launch import train_submit_settings
 
     ranks = {"nodes": nodes, "ntasks": ntasks, "ntasks_per_node": ntasks_per_node, "gpus_per_node": gpus_per_node,
              "mpi_launcher": mpi_launcher or "srun"}
@@ -265,7 +265,7 @@ def submit_evaluate(
 def submit_train_tabular(
     ctx: typer.Context,
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Training output; repeat i goes to DIR/repeat-i."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Independent trainings, one task each [1]."),
+    repeats: int | None = typer.Option(None, "--repeats", help="Independent trainings, one task each [1]."),
     opts: dict[str, Any] = SHARED,
 ) -> None:
     """Submit --repeats `sbt-batch train-tabular ... --repeat-index i` tasks; takes every `train-tabular` option (or after `--`)."""
@@ -280,7 +280,7 @@ def submit_train_tabular(
 @app.command("status", rich_help_panel="Batch")
 def status(
     run: str = typer.Argument(..., help="Run directory, or a run name (newest run of that name)."),
-    runs_dir: Optional[Path] = O_RUNS_DIR,
+    runs_dir: Path | None = O_RUNS_DIR,
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until no task is queued or running."),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     as_json: bool = typer.Option(False, "--json", help="Print the task rows as JSON."),
@@ -294,15 +294,15 @@ def status(
 @app.command("collect", rich_help_panel="Batch")
 def collect(
     run: str = typer.Argument(..., help="Run directory or run name."),
-    runs_dir: Optional[Path] = O_RUNS_DIR,
+    runs_dir: Path | None = O_RUNS_DIR,
     allow_partial: bool = typer.Option(False, "--allow-partial", help="Merge what is there even if tasks failed."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Merged output (convert: default OUTPUT_DIR/merged.h5)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Merged output (convert: default OUTPUT_DIR/merged.h5)."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Merge parts written by different sbt-batch versions."),
 ) -> None:
     """Check every task's outputs, merge them, and list failed or missing tasks (exit 4 when incomplete)."""
     from sbt_batch.batch.collect import collect_run
     from sbt_batch.batch.run import Run
-    from sbt_batch.provenance import allow_mixed_versions
+    from sbt_batch.common.provenance import allow_mixed_versions
 
     with allow_mixed_versions(allow_mixed):
         collect_run(Run.open(run, runs_dir), allow_partial=allow_partial, output=output)
@@ -311,14 +311,14 @@ def collect(
 @app.command("resubmit", rich_help_panel="Batch")
 def resubmit(
     run: str = typer.Argument(..., help="Run directory or run name."),
-    runs_dir: Optional[Path] = O_RUNS_DIR,
+    runs_dir: Path | None = O_RUNS_DIR,
     failed: bool = typer.Option(False, "--failed", help="Tasks that failed, were cancelled, timed out or were lost."),
     missing: bool = typer.Option(False, "--missing", help="Tasks that never ran or were never submitted."),
     invalid: bool = typer.Option(False, "--invalid", help="Completed tasks whose outputs were deleted, truncated or hold the wrong event count."),
     unfinished: bool = typer.Option(False, "--unfinished", help="Failed, missing and invalid (the default)."),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="Exactly these tasks, e.g. 5000 or 3,7,10-20."),
-    time: Optional[str] = typer.Option(None, "--time", help="New wall time for the resubmitted tasks."),
-    mem: Optional[str] = typer.Option(None, "--mem", help="New memory for the resubmitted tasks."),
+    tasks: str | None = typer.Option(None, "--tasks", help="Exactly these tasks, e.g. 5000 or 3,7,10-20."),
+    time: str | None = typer.Option(None, "--time", help="New wall time for the resubmitted tasks."),
+    mem: str | None = typer.Option(None, "--mem", help="New memory for the resubmitted tasks."),
 ) -> None:
     """Submit only the failed and/or missing tasks again, as one new array in the same run."""
     from sbt_batch.batch.submit import resubmit_cli
@@ -331,12 +331,12 @@ def resubmit(
 @app.command("cancel", rich_help_panel="Batch")
 def cancel(
     run: str = typer.Argument(..., help="Run directory or run name."),
-    runs_dir: Optional[Path] = O_RUNS_DIR,
+    runs_dir: Path | None = O_RUNS_DIR,
 ) -> None:
     """Cancel the run's queued and running tasks."""
     from sbt_batch.batch.core import cancel_run
     from sbt_batch.batch.run import Run
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
 
     the_run = Run.open(run, runs_dir)
     cancelled = cancel_run(the_run)
@@ -344,7 +344,7 @@ def cancel(
 
 
 @app.command("runs", rich_help_panel="Batch")
-def runs(runs_dir: Optional[Path] = O_RUNS_DIR) -> None:
+def runs(runs_dir: Path | None = O_RUNS_DIR) -> None:
     """List the runs with a one-line state each."""
     from sbt_batch.batch.show import show_runs
 
@@ -355,7 +355,7 @@ def runs(runs_dir: Optional[Path] = O_RUNS_DIR) -> None:
 def task_run(
     run_dir: Path = typer.Argument(...),
     index: int = typer.Argument(...),
-    map_file: Optional[Path] = typer.Option(None, "--map", help="Packed job: run the tasks on line INDEX of this file, one after another."),
+    map_file: Path | None = typer.Option(None, "--map", help="Packed job: run the tasks on line INDEX of this file, one after another."),
 ) -> None:
     """Run task INDEX of RUN_DIR and record tasks/INDEX/state.json (what every batch job executes)."""
     from sbt_batch.batch.task import run_packed, run_task
@@ -380,9 +380,9 @@ def task_probe(
     ctx: typer.Context,
     sleep: float = typer.Option(0.0, "--sleep", help="Seconds to sleep before exiting."),
     exit_code: int = typer.Option(0, "--exit", help="Exit code to return."),
-    done_if: Optional[Path] = typer.Option(None, "--done-if", help="Exit 0 at once when this file exists."),
+    done_if: Path | None = typer.Option(None, "--done-if", help="Exit 0 at once when this file exists."),
     fail_first: int = typer.Option(0, "--fail-first", help="With --counter: exit --exit for the first N runs, then 0."),
-    counter: Optional[Path] = typer.Option(None, "--counter", help="File counting the runs of this probe."),
+    counter: Path | None = typer.Option(None, "--counter", help="File counting the runs of this probe."),
     checkpoint_on_term: bool = typer.Option(False, "--checkpoint-on-term", help="On SIGTERM exit 75 (as train does)."),
     spawn: bool = typer.Option(False, "--spawn", help="Start a child `sleep` and print its pid (process-group tests)."),
 ) -> None:
@@ -422,7 +422,7 @@ def task_probe(
 @task_app.command("condor-node")
 def task_condor_node(run_dir: Path = typer.Argument(...), index: int = typer.Argument(...)) -> None:
     """One node of an HTCondor parallel-universe job: start this node's Horovod ranks of task INDEX."""
-    from sbt_batch.batch.condor_parallel import run_node
+    from sbt_batch.batch.backends.condor_parallel import run_node
 
     raise typer.Exit(run_node(run_dir, index))
 
@@ -430,11 +430,11 @@ def task_condor_node(run_dir: Path = typer.Argument(...), index: int = typer.Arg
 @task_app.command("rank-probe")
 def task_rank_probe(
     out_dir: Path = typer.Argument(...),
-    fail_rank: Optional[int] = typer.Option(None, "--fail-rank", help="This rank exits with --exit."),
+    fail_rank: int | None = typer.Option(None, "--fail-rank", help="This rank exits with --exit."),
     exit_code: int = typer.Option(0, "--exit", help="Exit code of --fail-rank."),
     sleep: float = typer.Option(0.0, "--sleep", help="Seconds to sleep before exiting."),
 ) -> None:
     """Write this Horovod rank's environment after a rendezvous round trip (to test a multi-node launch)."""
-    from sbt_batch.batch.condor_parallel import rank_probe
+    from sbt_batch.batch.backends.condor_parallel import rank_probe
 
     raise typer.Exit(rank_probe(out_dir, fail_rank, exit_code, sleep))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
 from sbt_batch.cli.app import app
-from sbt_batch.geometry import DEFAULT_ETA_MAX
+from sbt_batch.convert.geometry import DEFAULT_ETA_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sbt_batch.convert import ConvertResult
+    from sbt_batch.convert.driver import ConvertResult
 
 PANEL = "Data"
 
@@ -23,19 +23,19 @@ def convert_cmd(
     tree: str = typer.Option("mytree", "--tree", help="Event TTree or RNTuple."),
     maps_tree: str = typer.Option("maps", "--maps-tree", help="Tree with one entry of gTowerEta/gTowerPhi."),
     eta_max: float = typer.Option(DEFAULT_ETA_MAX, "--eta-max", help="Keep towers with |eta| <= this (2.4: 24 rows; 2.7: 28 rows)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local dask worker processes (default: one per core, at most one per file, none below 200 MB of towers); 1 converts in-process."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (tcp://HOST:PORT)."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Local dask worker processes (default: one per core, at most one per file, none below 200 MB of towers); 1 converts in-process."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (tcp://HOST:PORT)."),
     step_size: str = typer.Option("100MB", "--step-size", help="Read this much (or this many entries) per step; bounds memory."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable inputs (also URLs that stay unreachable), list them, and exit with code 3."),
     read_timeout: float = typer.Option(60.0, "--read-timeout", help="root:// and http(s):// inputs: seconds one request may wait (connect, or a read without progress)."),
     read_retries: int = typer.Option(3, "--read-retries", help="root:// and http(s):// inputs: retries of a request on transient errors, with exponential backoff (1, 2, 4 s...)."),
     pad_towers: bool = typer.Option(False, "--pad-towers", help="Pad gTowerEt shorter than the maps with 0 and truncate longer ones (root_numpy's behaviour), counting the events; otherwise such an event is an error."),
-    cluster: Optional[str] = typer.Option(None, "--cluster", help="Start dask workers as batch jobs: slurm or condor (dask-jobqueue)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", help="Number of batch jobs for --cluster."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Start dask workers as batch jobs: slurm or condor (dask-jobqueue)."),
+    jobs: int | None = typer.Option(None, "--jobs", help="Number of batch jobs for --cluster."),
 ) -> None:
     """Convert gFEX ntuples (TTree or RNTuple) to HDF5 images gTowerEt (N, rows, cols) and offlineRho (N,)."""
-    from sbt_batch.convert import convert
-    from sbt_batch.errors import EXIT_SKIPPED_BAD
+    from sbt_batch.common.errors import EXIT_SKIPPED_BAD
+    from sbt_batch.convert.driver import convert
 
     result = convert(
         inputs, output, tree=tree, maps_tree=maps_tree, eta_max=eta_max, workers=workers, scheduler=scheduler,
@@ -47,11 +47,11 @@ def convert_cmd(
         raise typer.Exit(EXIT_SKIPPED_BAD)
 
 
-def print_summary(result: "ConvertResult") -> None:
-    """Print a rich summary of a :class:`~sbt_batch.convert.ConvertResult` (and the skipped files)."""
+def print_summary(result: ConvertResult) -> None:
+    """Print a rich summary of a :class:`~sbt_batch.convert.driver.ConvertResult` (and the skipped files)."""
     from rich.table import Table
 
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
 
     table = Table(title="convert", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -79,11 +79,11 @@ def print_summary(result: "ConvertResult") -> None:
 @app.command("sample-ntuples", rich_help_panel=PANEL)
 def sample_ntuples_cmd(
     out_dir: Path = typer.Argument(..., help="Directory for the ROOT files (created if needed).", show_default=False),
-    kind: Optional[str] = typer.Option(None, "--kind", help="signal (ZvvHbb-like, central b-jets) or background (JZ0W-like)."),
+    kind: str | None = typer.Option(None, "--kind", help="signal (ZvvHbb-like, central b-jets) or background (JZ0W-like)."),
     files: int = typer.Option(1, "--files", help="Number of files."),
-    events: Optional[int] = typer.Option(None, "--events", help="Events per file (default: 1000); with --from-hdf5, caps the total."),
+    events: int | None = typer.Option(None, "--events", help="Events per file (default: 1000); with --from-hdf5, caps the total."),
     seed: int = typer.Option(0, "--seed", help="Random seed (files are reproducible)."),
-    from_hdf5: Optional[Path] = typer.Option(None, "--from-hdf5", help="Embed the images of this converted HDF5 file (exact round trip)."),
+    from_hdf5: Path | None = typer.Option(None, "--from-hdf5", help="Embed the images of this converted HDF5 file (exact round trip)."),
     compression: str = typer.Option("zlib:1", "--compression", help="zlib, lz4, zstd, lzma or none, optionally :LEVEL."),
     rntuple: bool = typer.Option(False, "--rntuple", help="Write RNTuples instead of TTrees."),
     shuffle_towers: bool = typer.Option(False, "--shuffle-towers", help="Store the towers in a random order (maps shuffled alike)."),
@@ -93,9 +93,9 @@ def sample_ntuples_cmd(
     """Write gFEX ntuples in the real layout (mytree: gTowerEt float[1184], Kt4EMTopoEventShape_Density; maps)."""
     from rich.table import Table
 
-    from sbt_batch.console import console
-    from sbt_batch.errors import UserError
-    from sbt_batch.ntuples import ETA_MAX_FOR_ROWS, embed_hdf5, make_sample_ntuples
+    from sbt_batch.common.console import console
+    from sbt_batch.common.errors import UserError
+    from sbt_batch.convert.samples import ETA_MAX_FOR_ROWS, embed_hdf5, make_sample_ntuples
 
     written: list[tuple[Path, int]] = []
     common = dict(seed=seed, compression=compression, rntuple=rntuple, shuffle_towers=shuffle_towers,

@@ -22,8 +22,8 @@ def demo_cmd(
     """Run the whole chain on generated sample data: ntuples, convert, train, evaluate, export."""
     from rich.table import Table
 
-    from sbt_batch.console import console
-    from sbt_batch.demo import run_demo
+    from sbt_batch.cnn.demo import run_demo
+    from sbt_batch.common.console import console
 
     result = run_demo(out_dir, files=files, events=events, epochs=epochs, model=model, seed=seed, train=train)
     table = Table(title=f"sbt-batch demo: {result.out_dir}", title_justify="left")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from sbt_batch.cli.app import app
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 image_app = typer.Typer(
     help="Container images: pull (SIF with apptainer, else podman/docker), build, list, check.",
@@ -22,14 +21,14 @@ RUNTIME_HELP = "apptainer, singularity, podman or docker (default: the first on 
 
 @image_app.command("pull")
 def image_pull(
-    ref: Optional[str] = typer.Argument(None, help="Image reference (default: the published CPU image of this version)."),
+    ref: str | None = typer.Argument(None, help="Image reference (default: the published CPU image of this version)."),
     gpu: bool = typer.Option(False, "--gpu", help="Default to the GPU image instead of the CPU one."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help=RUNTIME_HELP),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="Folder for SIF files (default $SBT_BATCH_CACHE/images)."),
+    runtime: str | None = typer.Option(None, "--runtime", help=RUNTIME_HELP),
+    dest: Path | None = typer.Option(None, "--dest", help="Folder for SIF files (default $SBT_BATCH_CACHE/images)."),
 ) -> None:
     """Pull an image: a SIF file in the cache with apptainer, otherwise into podman or docker."""
-    from sbt_batch import images
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
+    from sbt_batch.container import images
 
     ref = ref or images.default_ref(gpu)
     local = images.pull(ref, runtime=runtime, dest_dir=dest)
@@ -39,15 +38,15 @@ def image_pull(
 @image_app.command("build")
 def image_build(
     gpu: bool = typer.Option(False, "--gpu", help="Build the CUDA variant (nvidia/cuda runtime base, tensorflow[and-cuda])."),
-    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Image tag (default sbt-batch:VERSION-cpu or -gpu)."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base image (build arg BASE_IMAGE)."),
+    tag: str | None = typer.Option(None, "--tag", "-t", help="Image tag (default sbt-batch:VERSION-cpu or -gpu)."),
+    base: str | None = typer.Option(None, "--base", help="Base image (build arg BASE_IMAGE)."),
     build_arg: list[str] = typer.Option([], "--build-arg", help="Extra KEY=VALUE build argument (repeatable)."),
-    context: Optional[Path] = typer.Option(None, "--context", help="sbt-batch source checkout (default: found from here)."),
-    builder: Optional[str] = typer.Option(None, "--builder", help="docker, podman or buildah (default: the first on PATH)."),
+    context: Path | None = typer.Option(None, "--context", help="sbt-batch source checkout (default: found from here)."),
+    builder: str | None = typer.Option(None, "--builder", help="docker, podman or buildah (default: the first on PATH)."),
 ) -> None:
     """Build the image from containers/Dockerfile (a source checkout is needed)."""
-    from sbt_batch import images
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
+    from sbt_batch.container import images
 
     args = {}
     for item in build_arg:
@@ -61,14 +60,14 @@ def image_build(
 
 @image_app.command("list")
 def image_list(
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="Only this runtime's images."),
+    runtime: str | None = typer.Option(None, "--runtime", help="Only this runtime's images."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List cached SIF files and sbt-batch images in podman/docker."""
     from rich.table import Table
 
-    from sbt_batch import images
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
+    from sbt_batch.container import images
 
     if runtime is not None and runtime not in images.RUNTIMES:
         raise UserError(f"--runtime: unknown container runtime {runtime!r} (use {', '.join(images.RUNTIMES)})")
@@ -88,12 +87,12 @@ def image_list(
 @image_app.command("check")
 def image_check(
     image: str = typer.Argument(..., help="SIF file, docker://REF, or a podman/docker image."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help=RUNTIME_HELP),
+    runtime: str | None = typer.Option(None, "--runtime", help=RUNTIME_HELP),
     gpus: int = typer.Option(0, "--gpus", min=0, help="Give the container GPUs (apptainer --nv, podman CDI, docker --gpus)."),
     quick: bool = typer.Option(False, "--quick", help="Skip importing TensorFlow/Horovod inside."),
 ) -> None:
     """Run "sbt-batch selfcheck" inside an image."""
-    from sbt_batch import images
+    from sbt_batch.container import images
 
     code = images.check(image, runtime=runtime, gpus=gpus, quick=quick)
     if code != 0:
@@ -107,7 +106,7 @@ def selfcheck(
     require: list[str] = typer.Option([], "--require", help="Fail unless this package or tool is present and working (repeatable)."),
 ) -> None:
     """Show the stack versions, the Horovod build, visible GPUs and the batch/container tools."""
-    from sbt_batch import selfcheck as check
+    from sbt_batch.container import selfcheck as check
 
     report = check.collect(quick=quick)
     if as_json:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from sbt_batch.cli.app import app
-from sbt_batch.console import console
+from sbt_batch.common.console import console
 
 
 @app.command("report", rich_help_panel="Reports")
 def report_cmd(
     runs: list[str] = typer.Argument(..., help="Batch run directories or names, and/or training run directories."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML page to write."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where batch runs named by name live [$SBT_BATCH_RUNS or ./runs]."),
+    runs_dir: Path | None = typer.Option(None, "--runs-dir", help="Where batch runs named by name live [$SBT_BATCH_RUNS or ./runs]."),
 ) -> None:
     """Write one self-contained HTML page (plots embedded, no network needed) and print a summary."""
     from sbt_batch.report import build_report
@@ -37,7 +36,7 @@ def provenance_cmd(
     """Print the chain from FILE back through the model and the training HDF5 files to the ROOT files."""
     import json
 
-    from sbt_batch import provenance as P
+    from sbt_batch.common import provenance as P
 
     record = P.read(file)
     if as_json:

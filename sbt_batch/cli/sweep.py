@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -22,8 +22,8 @@ def sweep_cmd(
 
     from sbt_batch.batch.submit import SubmitOptions, submit_new_run
     from sbt_batch.cli.batch import check_task_argv
-    from sbt_batch.console import console
-    from sbt_batch.sweep import check_not_running, load_sweep, record_run, sweep_tasks, write_sweep
+    from sbt_batch.cnn.sweep import check_not_running, load_sweep, record_run, sweep_tasks, write_sweep
+    from sbt_batch.common.console import console
 
     sweep = load_sweep(config)  # every bad key or point fails here, before anything is written
     check_not_running(sweep.out)
@@ -49,12 +49,12 @@ def sweep_cmd(
 @app.command("sweep-report", rich_help_panel="Train")
 def sweep_report_cmd(
     run: Path = typer.Argument(..., help="Sweep directory (the config's out:) or its batch run directory."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder [SWEEP_DIR/report]."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Report folder [SWEEP_DIR/report]."),
     allow_partial: bool = typer.Option(True, "--allow-partial/--complete", help="Report the finished points when some are missing."),
 ) -> None:
     """Comparison table (mean ± std over seeds, seed ensembles), baseline-error bars, best ROC curves, best.yaml."""
-    from sbt_batch.console import console
-    from sbt_batch.sweep import print_summary, sweep_report
+    from sbt_batch.cnn.sweep import print_summary, sweep_report
+    from sbt_batch.common.console import console
 
     result = sweep_report(run, output, allow_missing=allow_partial)
     print_summary(result)
@@ -66,7 +66,7 @@ def sweep_point_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="The point x seed's train.yaml written by `sbt-batch sweep`."),
 ) -> None:
     """One sweep task: train (resume after a checkpoint; skip when trained), then evaluate."""
-    from sbt_batch.console import console
-    from sbt_batch.sweep import run_point
+    from sbt_batch.cnn.sweep import run_point
+    from sbt_batch.common.console import console
 
     console.print(f"wrote {run_point(config)}/eval/metrics.json")

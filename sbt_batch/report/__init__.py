@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 from sbt_batch.report.model import BatchReport, TrainingReport
 
 TEMPLATE = "page.html.j2"
@@ -60,7 +60,7 @@ def render(reports: Sequence[Report], title: str | None = None) -> str:
     import jinja2
 
     from sbt_batch import __version__
-    from sbt_batch.provenance import utc_now
+    from sbt_batch.common.provenance import utc_now
     from sbt_batch.report.model import OUTCOME_COLORS
     from sbt_batch.report.sweep import pm
 
@@ -80,7 +80,7 @@ def render(reports: Sequence[Report], title: str | None = None) -> str:
 def build_report(refs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
                  runs_dir: Path | None = None) -> Built:
     """Gather every RUN in ``refs`` and write one page to ``output`` (atomically)."""
-    from sbt_batch.fileio import atomic_path, check_writable_dir
+    from sbt_batch.common.fileio import atomic_path, check_writable_dir
 
     if not refs:
         raise UserError("report: give at least one RUN")

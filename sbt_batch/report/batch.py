@@ -7,12 +7,12 @@ import re
 import statistics
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sbt_batch.batch.run import STATE, Run
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 from sbt_batch.report.model import Attempt, BatchReport, FailureGroup
 
 ACTIVE = {"pending", "held", "running"}
@@ -26,7 +26,7 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         try:
             return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()

@@ -27,7 +27,7 @@ def to_data_uri(fig: Any) -> str:
 
 
 def _figure(width: float = 7.0, height: float = 4.5) -> tuple[Any, Any]:
-    from sbt_batch.plots import new_figure
+    from sbt_batch.common.plots import new_figure
 
     return new_figure(figsize=(width, height))
 
@@ -144,7 +144,7 @@ def history(rows: Sequence[dict[str, Any]], key: str) -> str:
 
 def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, label: str) -> str:
     """ROC curve (background vs signal efficiency) with the AUC in the legend."""
-    from sbt_batch.plots import draw_roc
+    from sbt_batch.common.plots import draw_roc
 
     fig, ax = _figure(6.0, 5.0)
     draw_roc(ax, [(label, fpr, tpr, auc)])

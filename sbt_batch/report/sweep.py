@@ -1,6 +1,6 @@
 """Gather the sweep section of a batch run of kind ``sweep``: the comparison table, its two plots and best.yaml.
 
-The section reads what ``sbt-batch collect RUN`` (:func:`sbt_batch.sweep.sweep_report`) wrote under
+The section reads what ``sbt-batch collect RUN`` (:func:`sbt_batch.cnn.sweep.sweep_report`) wrote under
 ``<sweep_dir>/report/``. When that folder is missing, or holds fewer finished point x seeds than the sweep
 has now, the report is computed into a temporary folder instead (numpy and matplotlib only: no TensorFlow),
 so the sweep directory is never written by ``report``.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sbt_batch.batch.run import Run
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 from sbt_batch.report.model import SweepReport
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,14 @@ def _read_dir(rep: SweepReport, folder: Path) -> bool:
 
 
 def _done_count(sweep: Any) -> int:
-    from sbt_batch.sweep import task_done
+    from sbt_batch.cnn.sweep import task_done
 
     return sum(task_done(sweep.task_dir(p, s) / "run") for p in sweep.points for s in sweep.seeds)
 
 
 def sweep_section(run: Run) -> SweepReport:
     """The sweep section of batch run ``run`` (kind sweep): from its collected report, or computed now."""
-    from sbt_batch.sweep import read_sweep_json, sweep_report
+    from sbt_batch.cnn.sweep import read_sweep_json, sweep_report
 
     sweep_dir = str((run.manifest.get("options") or {}).get("sweep_dir") or "")
     rep = SweepReport(sweep_dir=sweep_dir, report_dir=str(Path(sweep_dir) / "report") if sweep_dir else "")

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sbt_batch.common.rundir import RunDir
 from sbt_batch.report.model import TrainingReport
-from sbt_batch.rundir import RunDir
 
 EXPORTS = (("savedmodel", "SavedModel"), ("model.pb", "frozen graph"), ("model.onnx", "ONNX"), ("jpeg", "JPEG image sets"))
 
@@ -26,8 +26,8 @@ def _size(path: Path) -> int:
 
 def exports_of(run: RunDir) -> list[dict[str, Any]]:
     """The exports present under RUN_DIR/export: name, kind, size and whether a provenance record is there."""
-    from sbt_batch import provenance as P
-    from sbt_batch.errors import UserError
+    from sbt_batch.common import provenance as P
+    from sbt_batch.common.errors import UserError
 
     out = []
     for name, kind in EXPORTS:
@@ -44,8 +44,8 @@ def exports_of(run: RunDir) -> list[dict[str, Any]]:
 
 
 def _model_inputs(run: RunDir) -> list[dict[str, Any]]:
-    from sbt_batch import provenance as P
-    from sbt_batch.errors import UserError
+    from sbt_batch.common import provenance as P
+    from sbt_batch.common.errors import UserError
 
     try:
         record = P.read(run.model)
@@ -84,7 +84,7 @@ def training_report(path: str | Path, figures: bool = True) -> TrainingReport:
 def _figures(rep: TrainingReport, roc_file: Path | None) -> None:
     import numpy as np
 
-    from sbt_batch.evaluate import EFFICIENCIES
+    from sbt_batch.common.metrics import EFFICIENCIES
     from sbt_batch.report import figures as F
 
     if rep.history:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sbt_batch.config import check_keys
-from sbt_batch.errors import UserError
+from sbt_batch.common.config import check_keys
+from sbt_batch.common.errors import UserError
 
 DEFAULT_VARIABLES = ("dRBB", "mBB", "MET", "Mtop", "pTV")
 NONE_WORDS = {"", "none", "null", "-"}

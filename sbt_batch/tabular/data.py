@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.errors import InputFileError, UserError
-from sbt_batch.fileio import atomic_path
+from sbt_batch.common.errors import InputFileError, UserError
+from sbt_batch.common.fileio import atomic_path
 from sbt_batch.tabular.columns import Columns
 
 CSV_SUFFIXES = {".csv"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 OPTIMIZERS = ("adam", "sgd")
 ACTIVATIONS = ("relu", "elu", "selu", "tanh", "sigmoid", "swish", "gelu", "leaky_relu", "softplus", "linear")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.plots import atlas_label, new_figure, save_figure
+from sbt_batch.common.plots import atlas_label, new_figure, save_figure
 
 PROCESS_COLORS = {"ttbar": "#ffcc00", "Wjets": "#339933", "Zjets": "#3366ff", "diboson": "#999999"}
 

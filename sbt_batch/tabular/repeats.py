@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.errors import EXIT_INCOMPLETE, InputFileError, UserError
-from sbt_batch.fileio import new_dir, write_json_atomic
+from sbt_batch.common.errors import EXIT_INCOMPLETE, InputFileError, UserError
+from sbt_batch.common.fileio import new_dir, write_json_atomic
 
 REPEAT_DIR = re.compile(r"^repeat-(\d+)$")
 SUMMARY_FILE = "repeats.json"
@@ -129,7 +129,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     """Print the table of repeats and the trimmed mean and std with rich."""
     from rich.table import Table
 
-    from sbt_batch.console import console
+    from sbt_batch.common.console import console
 
     table = Table(title=f"Sensitivity per repeat ({summary['run_dir']})")
     for name in ("repeat", "seed", "sensitivity", "error", "AUC", "bins", "used"):

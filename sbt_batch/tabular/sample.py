@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.errors import InputFileError, UserError
-from sbt_batch.fileio import write_json_atomic
+from sbt_batch.common.errors import InputFileError, UserError
+from sbt_batch.common.fileio import write_json_atomic
 
 SCALERS = ("minmax", "standard", "norm", "none")
 

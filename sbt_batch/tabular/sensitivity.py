@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 DEFAULT_Z_S = 10.0
 DEFAULT_Z_B = 10.0

@@ -1,6 +1,6 @@
 """Weighted training of the kinematic classifier, its test-split sensitivity, and local repeats.
 
-One training writes the run directory of ``sbt-batch train`` (see :mod:`sbt_batch.rundir`) plus::
+One training writes the run directory of ``sbt-batch train`` (see :mod:`sbt_batch.common.rundir`) plus::
 
     scaler.json        the input scaler fitted on the train split
     sensitivity.json   repeat index, seed, binned Asimov sensitivity and error, bins, AUC
@@ -21,15 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.config import check_keys, load_yaml
-from sbt_batch.console import console, log, progress
-from sbt_batch.errors import UserError
-from sbt_batch.evaluate import auc, roc_curve
-from sbt_batch.fileio import atomic_path, new_dir, write_json_atomic
-from sbt_batch.rundir import RunDir
+from sbt_batch.common.config import check_keys, load_yaml
+from sbt_batch.common.console import console, log, progress
+from sbt_batch.common.errors import UserError
+from sbt_batch.common.fileio import atomic_path, new_dir, write_json_atomic
+from sbt_batch.common.metrics import auc, roc_curve
+from sbt_batch.common.rundir import RunDir
 from sbt_batch.tabular.columns import Columns, parse_list
 from sbt_batch.tabular.data import (
-    NEGATIVE_WEIGHT_MODES, Datasets, check_weights, load_datasets, parse_split, training_weights,
+    NEGATIVE_WEIGHT_MODES,
+    Datasets,
+    check_weights,
+    load_datasets,
+    parse_split,
+    training_weights,
 )
 from sbt_batch.tabular.scalers import SCALERS, fit_scaler
 from sbt_batch.tabular.sensitivity import binned_sensitivity
@@ -190,7 +195,7 @@ def train_one(cfg: TabularConfig, out: str | Path, repeat: int = 0, datasets: Da
 
 def _train_one(cfg: TabularConfig, run: RunDir, repeat: int, data: Datasets, spec: list[tuple[int, str]]) -> dict[str, Any]:
     """The body of :func:`train_one` inside its new run directory."""
-    from sbt_batch.console import import_tensorflow
+    from sbt_batch.common.console import import_tensorflow
     from sbt_batch.tabular.model import build_model, compile_model
 
     import_tensorflow()  # TensorFlow's C++ start-up chatter stays off stderr
@@ -279,7 +284,7 @@ def train_tabular(cfg: TabularConfig, out: str | Path | None = None) -> dict[str
     data = load_inputs(cfg)  # load and validate once, before any directory is made
     check_weights(data, _columns(cfg), cfg.negative_weights)
     if cfg.repeat_index is not None:  # one array task: RUN/repeat-<i>, as with --repeats N
-        from sbt_batch.fileio import check_writable_dir
+        from sbt_batch.common.fileio import check_writable_dir
 
         check_writable_dir((out.parent if str(out.parent) else Path(".")).resolve(), "run parent")
         out.mkdir(exist_ok=True)  # concurrent tasks may race here; exist_ok makes that harmless

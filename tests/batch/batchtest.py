@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import run_sbt
+
 from sbt_batch.batch.core import TaskStatus, run_status
 from sbt_batch.batch.run import Run, Task
 from sbt_batch.batch.submit import SubmitOptions, submit_new_run
@@ -82,7 +83,7 @@ def assert_same_hdf5(a: Path, b: Path) -> None:
             assert np.array_equal(fa[key][()], fb[key][()]), key
         for attr in ("entries",):
             assert list(fa.attrs[attr]) == list(fb.attrs[attr])
-        names = lambda f: [Path(str(x)).name for x in f.attrs["inputs"]]  # noqa: E731
+        names = lambda f: [Path(str(x)).name for x in f.attrs["inputs"]]
         assert names(fa) == names(fb)
 
 

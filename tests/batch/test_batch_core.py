@@ -7,15 +7,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_error, run_sbt
+
 from sbt_batch.batch.backend import get_backend
+from sbt_batch.batch.backends.slurm import array_spec
 from sbt_batch.batch.profiles import load_profile
+from sbt_batch.batch.render import render_template, shell_value
 from sbt_batch.batch.resources import parse_mem, parse_time
 from sbt_batch.batch.run import Run, Task, find_runs
-from sbt_batch.batch.slurm import array_spec
-from sbt_batch.batch.templates import render_template, shell_value
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 NASTY = "we ird; $(touch PWNED) 'q' \"d\" `x` #h %A"

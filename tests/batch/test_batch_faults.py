@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -13,11 +12,11 @@ from pathlib import Path
 
 import h5py
 import pytest
-
 from batchtest import alive, probe_output, sample_ntuples, settled, states, submit_probe, submitted_run, wait_rows
 from conftest import assert_one_line_error, run_sbt
-from sbt_batch.batch.run import Run, Task
-from sbt_batch.errors import EXIT_INCOMPLETE
+
+from sbt_batch.batch.run import Task
+from sbt_batch.common.errors import EXIT_INCOMPLETE
 
 
 @pytest.fixture(scope="module")

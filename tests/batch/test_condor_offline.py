@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-
 from batchtest import sample_ntuples
 from conftest import assert_one_line_error, run_sbt
+
 from sbt_batch.batch.backend import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 from sbt_batch.batch.run import Run, Task
-from sbt_batch.errors import UserError
+from sbt_batch.common.errors import UserError
 
 htcondor2 = pytest.importorskip("htcondor2")
 
-from sbt_batch.batch.condor import (  # noqa: E402
+from sbt_batch.batch.backends.condor import (
     CondorBackend,
     _state_from_ad,
     classad_string,
@@ -222,7 +222,7 @@ def test_event_log_of_a_real_pool(tmp_path):
 
 
 def test_state_from_job_ad():
-    ad = lambda **kw: htcondor2.classad.ClassAd(kw)  # noqa: E731
+    ad = lambda **kw: htcondor2.classad.ClassAd(kw)
     assert _state_from_ad(ad(JobStatus=1)).state == PENDING
     assert _state_from_ad(ad(JobStatus=2)).state == RUNNING
     assert _state_from_ad(ad(JobStatus=4, ExitCode=0)).state == COMPLETED

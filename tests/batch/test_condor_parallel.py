@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from batchtest import settled, states, submit_probe, wait_rows
 from conftest import assert_one_line_error, require, run_sbt
+
 from sbt_batch.batch.run import Run, Task
 
 TIMEOUT = 120
@@ -32,7 +32,7 @@ def _parallel_run(tmp_path: Path, **settings) -> Run:
 
 def test_parallel_submit_file_parses_as_one_job_with_two_nodes(tmp_path):
     htcondor2 = pytest.importorskip("htcondor2")
-    from sbt_batch.batch.condor import CondorBackend
+    from sbt_batch.batch.backends.condor import CondorBackend
 
     text = CondorBackend().render(_parallel_run(tmp_path), [0])
     lines = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in text.splitlines() if "=" in line and not line.startswith("#"))}
@@ -44,8 +44,8 @@ def test_parallel_submit_file_parses_as_one_job_with_two_nodes(tmp_path):
 
 
 def test_parallel_refuses_spool_mode_and_container_universe(tmp_path, gfex_dir):
-    from sbt_batch.batch.condor import CondorBackend
-    from sbt_batch.errors import UserError
+    from sbt_batch.batch.backends.condor import CondorBackend
+    from sbt_batch.common.errors import UserError
 
     with pytest.raises(UserError, match="shared-filesystem mode"):
         CondorBackend().render(_parallel_run(tmp_path / "a", condor={"spool": True}), [0])
@@ -64,9 +64,9 @@ def test_parallel_refuses_spool_mode_and_container_universe(tmp_path, gfex_dir):
 
 
 def test_node_wrapper_pieces(tmp_path):
-    from sbt_batch.batch.condor_parallel import FileExchange, generation, node_position, rank_environment
-    from sbt_batch.errors import UserError
-    from sbt_batch.hvd import launch_info
+    from sbt_batch.batch.backends.condor_parallel import FileExchange, generation, node_position, rank_environment
+    from sbt_batch.common.errors import UserError
+    from sbt_batch.common.launchenv import launch_info
 
     assert node_position({"_CONDOR_PROCNO": "1", "_CONDOR_NPROCS": "2"}) == (1, 2)
     with pytest.raises(UserError, match="parallel-universe job"):
@@ -112,7 +112,7 @@ def _submit(pool, name: str, *probe: str) -> tuple[Run, Path]:
 def _job_ended(run: Run):
     """A wait_rows predicate: the tasks settled and the job itself ended (rank 0 records its state before
     node 0 has collected the other nodes' exit codes)."""
-    from sbt_batch.batch.condor import read_event_log
+    from sbt_batch.batch.backends.condor import read_event_log
 
     def done(rows) -> bool:
         job = read_event_log(run.path / "logs" / "condor-1.log").get(rows[0].job_id or "")

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from batchtest import assert_same_hdf5, probe_output, probe_tasks, settled, states, submit_probe, wait_rows
 from conftest import assert_one_line_error, run_sbt
+
 from sbt_batch.batch.run import Run
 
 pytestmark = [pytest.mark.condor, pytest.mark.slow]

@@ -9,12 +9,13 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import UTC
 from pathlib import Path
 
 import pytest
-
 from batchtest import probe_output, probe_tasks, settled, states, submit_probe, wait_rows
 from conftest import assert_one_line_error, require, run_sbt
+
 from sbt_batch.batch.run import Run, Task
 
 TIMEOUT = 180
@@ -23,9 +24,9 @@ TIMEOUT = 180
 def make_cert(path: Path, minutes: int) -> Path:
     """A self-signed certificate + key (what a proxy file holds), made by openssl, valid for ``minutes`` (< 0: expired)."""
     require(shutil.which("openssl") is not None, "openssl is not installed")
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     start, end = (now + timedelta(minutes=minutes - 60), now + timedelta(minutes=minutes)) if minutes < 0 else (now - timedelta(minutes=5), now + timedelta(minutes=minutes))
     ca = path.parent / f"{path.name}.ca"
     ca.mkdir()
@@ -34,7 +35,7 @@ def make_cert(path: Path, minutes: int) -> Path:
     (ca / "ca.cnf").write_text(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {ca}/index.txt\nserial = {ca}/serial\nnew_certs_dir = {ca}\n"
                                "default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n"
                                "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = sbt-batch test proxy\n")
-    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
     run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca / "key.pem"), "-out", str(ca / "req.pem"), "-config", str(ca / "ca.cnf"))
     run("ca", "-batch", "-selfsign", "-config", str(ca / "ca.cnf"), "-keyfile", str(ca / "key.pem"), "-in", str(ca / "req.pem"),
         "-out", str(ca / "cert.pem"), "-notext", "-startdate", f"{start:%Y%m%d%H%M%S}Z", "-enddate", f"{end:%Y%m%d%H%M%S}Z")
@@ -63,7 +64,7 @@ def test_proxy_expired_or_too_short_is_refused_in_one_line(tmp_path):
 
 
 def test_hold_reasons_in_words():
-    from sbt_batch.batch.condor import _held_state
+    from sbt_batch.batch.backends.condor import _held_state
 
     assert _held_state(13, "Transfer input files failure at execution point").reason.startswith("transferring the inputs failed: ")
     assert _held_state(15, "submitted on hold").reason.startswith("submitted on hold")
@@ -147,7 +148,7 @@ def test_convert_on_a_dask_jobqueue_htcondor_cluster_equals_local(condor_pool, m
     import h5py
     import numpy as np
 
-    from sbt_batch.convert import convert
+    from sbt_batch.convert.driver import convert
 
     work = condor_pool.workdir("dask")
     made = run_sbt("sample-ntuples", work / "in", "--kind", "signal", "--files", "2", "--events", "30", "--seed", "3")

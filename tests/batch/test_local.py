@@ -8,14 +8,22 @@ import time
 from pathlib import Path
 
 import pytest
-
 from batchtest import (
-    assert_same_hdf5, probe_output, probe_tasks, sample_ntuples, settled, states, submit_probe, submitted_run, wait_rows,
+    assert_same_hdf5,
+    probe_output,
+    probe_tasks,
+    sample_ntuples,
+    settled,
+    states,
+    submit_probe,
+    submitted_run,
+    wait_rows,
 )
 from conftest import assert_one_line_error, run_sbt
+
 from sbt_batch.batch.core import cancel_run, run_status
 from sbt_batch.batch.run import Run
-from sbt_batch.errors import EXIT_INCOMPLETE
+from sbt_batch.common.errors import EXIT_INCOMPLETE
 
 NASTY = "we ird; $(touch PWNED) 'q' \"d\" `x` #h"
 

@@ -12,12 +12,11 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-
-from batchtest import alive, probe_output, probe_tasks, settled, states, submit_probe, wait_rows
+from batchtest import alive, probe_output, probe_tasks, settled, submit_probe, wait_rows
 from conftest import run_sbt
+
 from sbt_batch.batch.run import Run, Task
 
 pytestmark = pytest.mark.slurm
@@ -77,7 +76,7 @@ def test_1500_tasks_split_into_arrays_and_resubmit_one_above_1001(slurm_cluster,
 
 def test_a_run_larger_than_the_room_left_is_packed(slurm_cluster, tmp_path, monkeypatch):
     """When slurmctld has room for fewer jobs than the run has tasks, each array job runs several tasks (map file)."""
-    import sbt_batch.batch.slurm as slurm
+    import sbt_batch.batch.backends.slurm as slurm
 
     # the real cluster has the default limits; make sbt-batch see a busy controller with room for 750 more jobs
     monkeypatch.setattr(slurm, "jobs_in_controller", lambda: 10000 - 1 - 750)
@@ -96,7 +95,7 @@ def test_a_run_larger_than_the_room_left_is_packed(slurm_cluster, tmp_path, monk
 def test_run_larger_than_max_job_count_is_refused_before_anything_exists(slurm_cluster, tmp_path):
     runs = tmp_path / "runs"
     from sbt_batch.batch.submit import SubmitOptions, submit_new_run
-    from sbt_batch.errors import UserError
+    from sbt_batch.common.errors import UserError
 
     with pytest.raises(UserError, match="MaxJobCount=10000"):
         submit_new_run("probe", lambda _s: probe_tasks(10001), SubmitOptions(backend="slurm", name="huge", runs_dir=runs, hold=True), {})

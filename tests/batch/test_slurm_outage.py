@@ -7,11 +7,11 @@ import signal
 import time
 
 import pytest
-
 from batchtest import alive, probe_tasks, states, wait_rows
 from conftest import assert_one_line_error, run_sbt
-from sbt_batch.batch.run import Run
 from slurm_fixtures import slurm_script
+
+from sbt_batch.batch.run import Run
 
 pytestmark = pytest.mark.slurm
 
