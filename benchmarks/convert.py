@@ -329,7 +329,10 @@ def report(args, load_before, thr, scal, mem, start, seconds) -> str:
     ]
     for name, r in thr.items():
         b, c = r["best_s"], r["cpu_s"]
-        rate = lambda k: ev / b[k]
+
+        def rate(k: str, b: dict = b) -> float:
+            return ev / b[k]
+
         lines.append(
             f"| {name} ({r['in_mb']:.0f} MB) | {rate('bare'):,.0f} ev/s | {rate('convert'):,.0f} ev/s | **{b['bare'] / b['convert']:.2f}** "
             f"| {c['bare'] / c['convert']:.2f} | {c['bare'] / c['convert_nocomp']:.2f} | {c['bare_isal'] / c['convert']:.2f} "
@@ -339,7 +342,8 @@ def report(args, load_before, thr, scal, mem, start, seconds) -> str:
     one_dask = min(scal["one_dask"])  # (wall, client cpu, worker cpu)
     warm = min(scal["warm"])
     cold = min(w for w, _ in scal["cold"])
-    rate = lambda s: f"{ev / s:,.0f} ev/s ({s:.2f} s)"
+    def rate(s):
+        return f"{ev / s:,.0f} ev/s ({s:.2f} s)"
     lines += [
         "",
         "## Scaling (zlib inputs)",

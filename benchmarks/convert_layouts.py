@@ -145,16 +145,16 @@ def throughput(inputs: dict, outdir: Path, repeats: int) -> dict:
         for codec in CODECS:
             for layout in LAYOUTS:
                 files = inputs[(layout, codec)]
-                add(f"convert {layout} {codec}", timed(lambda: convert(files, outdir / "out.h5", workers=1)))
+                add(f"convert {layout} {codec}", timed(lambda files=files: convert(files, outdir / "out.h5", workers=1)))
                 add(f"cli {layout} {codec}", cli_convert(files, outdir / "cli.h5"))
                 add(f"asnumpy {layout} {codec}", asnumpy(files))
             vec = inputs[("vector", codec)]
             set_inflate("zlib")  # uproot's default
-            add(f"bare np {codec}", timed(lambda: bare_vector_read(vec, "np")))
-            add(f"bare ak {codec}", timed(lambda: bare_vector_read(vec, "ak")))
+            add(f"bare np {codec}", timed(lambda vec=vec: bare_vector_read(vec, "np")))
+            add(f"bare ak {codec}", timed(lambda vec=vec: bare_vector_read(vec, "ak")))
             set_inflate("isal")  # the inflater convert uses
-            add(f"bare np isal {codec}", timed(lambda: bare_vector_read(vec, "np")))
-            add(f"bare ak isal {codec}", timed(lambda: bare_vector_read(vec, "ak")))
+            add(f"bare np isal {codec}", timed(lambda vec=vec: bare_vector_read(vec, "np")))
+            add(f"bare ak isal {codec}", timed(lambda vec=vec: bare_vector_read(vec, "ak")))
     set_inflate("zlib")
     return times
 
@@ -248,7 +248,8 @@ def baskets(path: Path) -> str:
 def report(args, load_before: str, inputs: dict, times: dict, mem: dict | None, seconds: float) -> str:
     ev = args.files * args.events
     size = {k: sum(p.stat().st_size for p in v) / 1e6 for k, v in inputs.items()}
-    rate = lambda s: f"{ev / s:,.0f} ev/s"
+    def rate(s):
+        return f"{ev / s:,.0f} ev/s"
     lines = [
         "# Benchmark: convert of ROOT-written std::vector<float> and float[N] ntuples",
         "",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh Debian 12 machine, start the real
-# services (a one-node Slurm cluster and an HTCondor personal pool), run the tests, stop them.
+# Install everything the test suite needs on a fresh Debian 12 machine, check style and types
+# (ruff, mypy: a finding fails the run), start the real services (a one-node Slurm cluster and
+# an HTCondor personal pool), run the tests, stop them.
 #
 #   bash scripts/test.sh [PYTEST ARGS...]
 #
@@ -21,6 +22,13 @@ step "python environment ($venv)"
 bash scripts/install-python.sh "$venv" "all,test"
 step "horovod (patched 0.28.1, cached wheel)"
 bash scripts/build-horovod.sh "$venv/bin/python"
+
+# Before the services start, so that a finding fails the run in seconds. Rules and settings are in
+# pyproject.toml ([tool.ruff], [tool.mypy]: files = sbt_batch/); both tools come with the test extra.
+step "lint (ruff)"
+"$venv/bin/ruff" check sbt_batch tests benchmarks scripts
+step "types (mypy)"
+"$venv/bin/mypy"
 
 stop_services() {
   bash scripts/condor-pool.sh stop >/dev/null 2>&1 || true

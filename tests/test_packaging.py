@@ -53,6 +53,12 @@ def test_pip_install_into_fresh_venv(tmp_path: Path):
         "    assert path.is_relative_to(root), path\n"
         "assert (root / 'py.typed').is_file()\n"
         "assert (root / 'report' / 'page.html.j2').is_file()\n"
+        # the example site profiles and the backends' defaults are package data: --site works without a checkout
+        "from sbt_batch.batch.profiles import backend_defaults, find_profile, load_profile\n"
+        "for name, backend in (('hpc-slurm', 'slurm'), ('tier3-condor', 'condor')):\n"
+        "    assert find_profile(name).is_relative_to(root), find_profile(name)\n"
+        "    assert load_profile(name)['backend'] == backend\n"
+        "assert backend_defaults('slurm')['max_array_size'] == 1001\n"
     )
     result = run([str(py), "-c", code], cwd=elsewhere)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -65,7 +65,8 @@ def test_selfcheck_without_tensorflow_or_horovod_says_not_installed(tmp_path):
         "from sbt_batch.container import selfcheck as s; r = s.collect();"
         "print(r['packages']['tensorflow'], r['packages']['horovod'], r['packages']['numpy']);"
         "print(s.missing(r, ['tensorflow', 'horovod']));"
-        "s.render(r)"
+        "from rich.console import Console; c = Console();"
+        "[c.print(item) for item in s.render(r)]"  # render() returns what the CLI prints
     )
     proc = subprocess.run([python, "-I", "-c", code, str(site)], capture_output=True, text=True, timeout=300,
                           env={"PATH": os.environ["PATH"], "COLUMNS": "160"})

@@ -31,6 +31,13 @@ Contract:
   (``"slurm: sbatch failed: ..."``); the run directory must stay consistent.
 * The task command every job runs is :meth:`Backend.task_command` (``sbt-batch task run RUN INDEX``),
   prefixed by the task's ``launcher`` list and the container wrapper when the run has an image.
+* Several ranks of one training (``submit train --ntasks/--nodes``): :meth:`Backend.plan_ranks` says how
+  the backend starts them (a launcher line, or ``train --ranks``); :meth:`Backend.check_ranks` refuses
+  site settings that cannot run them. The generic checks live in :mod:`sbt_batch.batch.ranks`.
+* A task that checkpointed after SIGTERM (exit 75) runs again as :attr:`Backend.requeue` says
+  (:meth:`Backend.requeue_job` asks the scheduler when it must be asked).
+
+Registering a built-in backend is one line in ``_BUILTIN`` below; nothing else names backends.
 """
 
 from __future__ import annotations
@@ -38,9 +45,9 @@ from __future__ import annotations
 import difflib
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from sbt_batch.common.errors import UserError
 
@@ -57,6 +64,12 @@ CANCELLED = "cancelled"
 TIMEOUT = "timeout"
 SCHEDULER_STATES = (PENDING, HELD, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT)
 ACTIVE_STATES = frozenset({PENDING, HELD, RUNNING})
+
+# How a task that checkpointed after SIGTERM (exit 75) runs again (:attr:`Backend.requeue`).
+REQUEUE_NONE: Final = "none"  # it does not: the wrapper records it killed (or retries it in place, --retries)
+REQUEUE_ASK: Final = "ask"  # stopped by a signal: the wrapper asks the scheduler to requeue the job (requeue_job)
+REQUEUE_SCHEDULER: Final = "scheduler"  # the scheduler starts a job that exited 75 again by itself, stopped or not
+RequeueMode = Literal["none", "ask", "scheduler"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
     script_name: ClassVar[str] = "job.sh"  # file name stem used under RUN/scripts/
+    requeue: ClassVar[RequeueMode] = REQUEUE_NONE  # how an exit-75 task runs again (see REQUEUE_*)
 
     def script_name_for(self, run: Run) -> str:
         """The file name under ``RUN/scripts/`` for the current submission (``array-2.sh``)."""
@@ -94,6 +108,22 @@ class Backend(ABC):
 
     def precheck(self, count: int) -> None:  # noqa: B027  (an optional hook)
         """Before a new run's directory exists: raise a UserError when ``count`` tasks cannot be submitted (site limits)."""
+
+    def requeue_job(self) -> bool:
+        """From inside a job: ask the scheduler to run this job again; False when it cannot (``requeue == "ask"``)."""
+        return False
+
+    def plan_ranks(self, total: int, nodes: int, mpi: str) -> dict[str, Any]:
+        """How this backend starts ``total`` ranks of one training on ``nodes`` machines (``mpi``: srun | mpirun).
+
+        Returns any of ``launcher`` (words before the task wrapper), ``ntasks`` (ranks the job script
+        asks for), ``train_args`` (appended to the train command) and ``cpus_min`` (the least --cpus).
+        Called by :func:`sbt_batch.batch.ranks.plan_ranks` only for more than one rank or node.
+        """
+        raise UserError(f"--ntasks {total}: the {self.name or type(self).__name__} backend cannot start several ranks")
+
+    def check_ranks(self, nodes: int, profile: dict[str, Any], image: str | None) -> None:  # noqa: B027  (an optional hook)
+        """Before the run exists: raise a UserError when the site ``profile`` cannot run a ``nodes``-machine job."""
 
     @abstractmethod
     def render(self, run: Run, indices: Sequence[int]) -> str:
@@ -113,6 +143,8 @@ class Backend(ABC):
 
 
 # name -> "module:Class"; imported on first use so that `sbt-batch --help` stays fast.
+# Adding a backend: its module under backends/, and one line here.
+DEFAULT_BACKEND = "local"  # when neither --backend nor the site profile names one
 _BUILTIN: dict[str, str] = {
     "local": "sbt_batch.batch.backends.local:LocalBackend",
     "slurm": "sbt_batch.batch.backends.slurm:SlurmBackend",
@@ -121,7 +153,7 @@ _BUILTIN: dict[str, str] = {
 _REGISTRY: dict[str, type[Backend]] = {}
 
 
-def register_backend(name: str):
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     """Class decorator: make a Backend subclass available as ``--backend name``."""
 
     def decorate(cls: type[Backend]) -> type[Backend]:
@@ -133,7 +165,7 @@ def register_backend(name: str):
 
 
 def backend_names() -> list[str]:
-    """Names of all known backends (built-in and registered)."""
+    """Names of all known backends (built-in and registered), without importing their modules."""
     return sorted(set(_BUILTIN) | set(_REGISTRY))
 
 

@@ -1,16 +1,16 @@
 """``collect``: check every task's outputs, merge them, and report failed or missing tasks.
 
 Generic part: task states (``core.run_status``) and the last stderr lines of every task that did
-not complete.  Kind-specific part: a *collector* registered per run kind::
+not complete.  Kind-specific part: a *collector* per run kind, named as ``"module:function"`` in
+:data:`COLLECTORS` and imported on first use, so that this module imports no stage package::
 
-    from sbt_batch.batch.collect import register_collector
+    COLLECTORS["train-tabular"] = "sbt_batch.tabular.collect:collect_tabular"
 
-    @register_collector("train-tabular")
-    def collect_tabular(run, rows, allow_partial, output) -> CollectResult: ...
-
-A collector gets the run, its task rows, the --allow-partial flag and --output, checks and merges
-the outputs of completed tasks, and returns what it found.  ``convert`` is built in; other kinds
-are looked up lazily in :data:`LAZY_COLLECTORS` so that their modules load only when needed.
+A collector gets the run, its task rows, the --allow-partial flag, --output and the problems found
+so far; it checks and merges the outputs of completed tasks and returns a :class:`CollectResult`
+(with what the CLI shows in ``display``).  A *validator* (:data:`VALIDATORS`, same naming) lists the
+completed tasks whose outputs cannot be used: what ``resubmit --invalid`` reruns.  Kinds without one
+get :func:`missing_outputs`.  Nothing here prints: the CLI shows a :class:`CollectReport`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sbt_batch.batch.core import COMPLETED, TaskStatus, run_status, summarize
+from sbt_batch.batch.core import COMPLETED, TaskStatus, run_status
 from sbt_batch.batch.run import Run
-from sbt_batch.common.errors import EXIT_INCOMPLETE, InputFileError, UserError, one_line
+from sbt_batch.common.errors import EXIT_INCOMPLETE, InputFileError, UserError
 
 STDERR_LINES = 5
 
@@ -40,38 +40,63 @@ class Problem:
 
 @dataclass
 class CollectResult:
-    """What a collector produced: the merged output (if any), a summary and problems it found."""
+    """What a collector produced: the merged output (if any), a summary, problems it found, and what to show."""
 
     output: Path | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    display: list[Any] = field(default_factory=list)  # rich renderables or markup text, printed by the CLI in order
+
+
+@dataclass
+class CollectReport:
+    """What ``collect`` found: the task rows, the problems to list, and the collector's result (None when it did not run)."""
+
+    run: Run
+    rows: list[TaskStatus]
+    problems: list[Problem]
+    result: CollectResult | None = None
+
+
+class CollectIncomplete(UserError):
+    """collect refused (exit 4) after checking the tasks; ``report`` holds what the CLI shows before the error line."""
+
+    def __init__(self, message: str, report: CollectReport) -> None:
+        super().__init__(message, exit_code=EXIT_INCOMPLETE)
+        self.report = report
 
 
 Collector = Callable[[Run, Sequence[TaskStatus], bool, "Path | None", list[Problem]], CollectResult]
-COLLECTORS: dict[str, Collector] = {}
-# kind -> "module:function" imported on first use (the module registers nothing itself)
-LAZY_COLLECTORS: dict[str, str] = {"train-tabular": "sbt_batch.batch.collect:collect_tabular",
-                                   "sweep": "sbt_batch.cnn.sweep:collect_sweep"}
+Validator = Callable[[Run, Sequence[TaskStatus]], list[Problem]]
+# run kind -> "module:function", imported on first use (batch/ imports no stage package itself)
+COLLECTORS: dict[str, str] = {
+    "convert": "sbt_batch.convert.collect:collect_convert",
+    "train-tabular": "sbt_batch.tabular.collect:collect_tabular",
+    "sweep": "sbt_batch.cnn.sweep:collect_sweep",
+}
+VALIDATORS: dict[str, str] = {"convert": "sbt_batch.convert.collect:invalid_parts"}
 
 
-def register_collector(kind: str):
-    """Decorator: use this function to collect runs of ``kind``."""
-
-    def decorate(fn: Collector) -> Collector:
-        COLLECTORS[kind] = fn
-        return fn
-
-    return decorate
+def resolve(target: str) -> Any:
+    """Import ``"module:function"`` and return the function."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def get_collector(kind: str) -> Collector:
     """The collector for ``kind`` (a UserError when none is known)."""
-    if kind not in COLLECTORS and kind in LAZY_COLLECTORS:
-        module, _, name = LAZY_COLLECTORS[kind].partition(":")
-        COLLECTORS[kind] = getattr(importlib.import_module(module), name)
     if kind not in COLLECTORS:
-        raise UserError(f"collect: runs of kind '{kind}' have nothing to collect (known: {', '.join(sorted(set(COLLECTORS) | set(LAZY_COLLECTORS)))})")
-    return COLLECTORS[kind]
+        raise UserError(f"collect: runs of kind '{kind}' have nothing to collect (known: {', '.join(sorted(COLLECTORS))})")
+    collector: Collector = resolve(COLLECTORS[kind])
+    return collector
+
+
+def get_validator(kind: str) -> Validator:
+    """The output check for ``kind``: its registered validator, else :func:`missing_outputs`."""
+    if kind not in VALIDATORS:
+        return missing_outputs
+    validator: Validator = resolve(VALIDATORS[kind])
+    return validator
 
 
 def stderr_tail(run: Run, index: int, lines: int = STDERR_LINES) -> list[str]:
@@ -98,24 +123,14 @@ def task_problems(run: Run, rows: Sequence[TaskStatus]) -> list[Problem]:
     return out
 
 
-def report_problems(run: Run, problems: Sequence[Problem]) -> None:
-    """Print the failed/missing tasks with their last stderr lines (stderr, for people)."""
-    from rich.markup import escape
-
-    from sbt_batch.common.console import err_console
-
-    for p in problems:
-        task = run.tasks[p.index]
-        what = ", ".join(Path(i).name for i in task.inputs[:3]) + (" ..." if len(task.inputs) > 3 else "")
-        err_console.print(f"[red]task {p.index}[/] {escape(p.message)}" + (f"  [dim]({escape(what)})[/]" if what else ""))
-        for line in p.stderr_tail:
-            err_console.print(f"    {escape(line)}", highlight=False)
+def inputs_text(run: Run, index: int) -> str:
+    """The first input names of task ``index`` (``a.root, b.root, c.root ...``), for a problem line."""
+    inputs = run.tasks[index].inputs
+    return ", ".join(Path(i).name for i in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
 
 
-def collect_run(run: Run, allow_partial: bool = False, output: Path | None = None) -> CollectResult:
-    """Check, merge and report; raise UserError(exit 4) when the run is incomplete and not --allow-partial."""
-    from sbt_batch.common.console import console
-
+def collect_run(run: Run, allow_partial: bool = False, output: Path | None = None) -> CollectReport:
+    """Check and merge; raise CollectIncomplete (exit 4) when the run is incomplete and not --allow-partial."""
     rows = run_status(run)
     problems = task_problems(run, rows)
     active = [r for r in rows if r.active]
@@ -123,108 +138,39 @@ def collect_run(run: Run, allow_partial: bool = False, output: Path | None = Non
         raise UserError(f"{run.path.name}: {len(active)} of {len(rows)} tasks still queued or running; "
                         "wait (`sbt-batch status --watch`) and collect again", exit_code=EXIT_INCOMPLETE)
     if problems and not allow_partial:
-        report_problems(run, problems)
         shown = ", ".join(str(p.index) for p in problems[:10]) + (" ..." if len(problems) > 10 else "")
-        raise UserError(
+        raise CollectIncomplete(
             f"{run.path.name}: incomplete, {len(problems)} of {len(rows)} tasks not completed (tasks {shown}); "
             "`sbt-batch resubmit` reruns them, --allow-partial merges what is there",
-            exit_code=EXIT_INCOMPLETE,
+            CollectReport(run, rows, problems),
         )
     result = get_collector(run.kind)(run, rows, allow_partial, output, problems)
     all_problems = problems + result.problems
-    if all_problems:
-        report_problems(run, all_problems)
-    if result.output:
-        console.print(f"merged {result.summary.get('events', '?')} events from {result.summary.get('parts', '?')} part(s) into {result.output}")
-    console.print(summarize(rows))
+    report = CollectReport(run, rows, all_problems, result)
     if all_problems and not allow_partial:
-        raise UserError(f"{run.path.name}: {len(result.problems)} task output(s) failed the checks "
-                        f"(tasks {', '.join(str(p.index) for p in result.problems[:10])}); `sbt-batch resubmit --invalid` reruns them",
-                        exit_code=EXIT_INCOMPLETE)
+        raise CollectIncomplete(f"{run.path.name}: {len(result.problems)} task output(s) failed the checks "
+                                f"(tasks {', '.join(str(p.index) for p in result.problems[:10])}); "
+                                "`sbt-batch resubmit --invalid` reruns them", report)
     if all_problems:
-        raise UserError(f"{run.path.name}: partial: {len(all_problems)} task(s) left out; the merged output is incomplete", exit_code=EXIT_INCOMPLETE)
-    return result
+        raise CollectIncomplete(f"{run.path.name}: partial: {len(all_problems)} task(s) left out; the merged output is incomplete", report)
+    return report
 
 
-def check_convert_part(task, shape: tuple | None) -> tuple[int, tuple]:
-    """Check one convert part (exists, opens, events == input entries, 2-D images); return (events, image shape)."""
-    import h5py
-
-    from sbt_batch.convert.names import ET_DATASET
-    from sbt_batch.convert.source import read_entries
-
-    part = Path(task.outputs[0])
-    if not part.is_file():
-        raise InputFileError(part, "output missing although the task completed")
-    try:
-        with h5py.File(part, "r") as h5:
-            n = int(h5[ET_DATASET].shape[0])
-            part_shape = tuple(h5[ET_DATASET].shape[1:])
-    except (OSError, KeyError) as exc:
-        raise InputFileError(part, f"does not open as a converted HDF5 file ({one_line(exc, 200)})") from None
-    entries = sum(read_entries(i) for i in task.inputs)
-    if n != entries:
-        raise InputFileError(part, f"has {n} events but its inputs have {entries} entries")
-    if len(part_shape) != 2 or (shape is not None and part_shape != shape):
-        raise InputFileError(part, f"image shape {part_shape} differs from {shape}")
-    return n, part_shape
-
-
-def invalid_outputs(run: Run, rows: Sequence[TaskStatus]) -> list[Problem]:
-    """Completed tasks whose outputs cannot be used (deleted, truncated, wrong event count): what `resubmit --invalid` reruns."""
+def missing_outputs(run: Run, rows: Sequence[TaskStatus]) -> list[Problem]:
+    """Completed tasks with an output path that does not exist (the check of kinds without a validator)."""
     bad = []
-    shape = None
     for r in rows:
         if r.state != COMPLETED:
             continue
-        task = run.tasks[r.index]
         try:
-            if run.kind == "convert" and task.outputs:
-                _n, shape = check_convert_part(task, shape)
-            else:
-                for out in task.outputs:
-                    if not Path(out).exists():
-                        raise InputFileError(Path(out), "output missing although the task completed")
+            for out in run.tasks[r.index].outputs:
+                if not Path(out).exists():
+                    raise InputFileError(Path(out), "output missing although the task completed")
         except UserError as exc:
             bad.append(Problem(r.index, "bad output", str(exc)))
     return bad
 
 
-@register_collector("convert")
-def collect_convert(run: Run, rows: Sequence[TaskStatus], allow_partial: bool, output: Path | None, problems: list[Problem]) -> CollectResult:
-    """Check each part (exists, opens, events == input entries, image shape) and merge them in input order."""
-    from sbt_batch.convert.merge import merge_outputs
-
-    good: list[Path] = []
-    expected = 0
-    shape = None
-    bad: list[Problem] = []
-    for r in rows:
-        if r.state != COMPLETED:
-            continue
-        task = run.tasks[r.index]
-        try:
-            entries, shape = check_convert_part(task, shape)
-        except UserError as exc:
-            bad.append(Problem(r.index, "bad output", str(exc)))
-            continue
-        good.append(Path(task.outputs[0]))
-        expected += entries
-    if bad and not allow_partial:
-        return CollectResult(None, {}, bad)
-    if not good:
-        raise UserError(f"{run.path.name}: no completed task output to merge", exit_code=EXIT_INCOMPLETE)
-    out = Path(output or run.manifest.get("options", {}).get("merged") or run.path / "merged.h5")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    merged = merge_outputs(good, out, expected_events=expected)
-    return CollectResult(out, {"events": merged.events, "parts": len(good)}, bad)
-
-
-def collect_tabular(run: Run, rows: Sequence[TaskStatus], allow_partial: bool, output: Path | None, problems: list[Problem]) -> CollectResult:
-    """train-tabular: summarise the repeats with sbt_batch.tabular's ``collect_repeats``."""
-    from sbt_batch.tabular.repeats import collect_repeats, print_summary
-
-    opts = run.manifest.get("options", {})
-    summary = collect_repeats(opts["output_dir"], expected=opts.get("repeats"), allow_missing=allow_partial)
-    print_summary(summary)
-    return CollectResult(None, summary, [])
+def invalid_outputs(run: Run, rows: Sequence[TaskStatus]) -> list[Problem]:
+    """Completed tasks whose outputs cannot be used (deleted, truncated, wrong event count): what `resubmit --invalid` reruns."""
+    return get_validator(run.kind)(run, rows)

@@ -207,7 +207,7 @@ def run_state(rows: Sequence[TaskStatus]) -> str:
 
 def select_for_resubmit(rows: Sequence[TaskStatus], failed: bool, missing: bool) -> list[int]:
     """Indices to resubmit: failed-like and/or missing-like tasks; never completed or active ones."""
-    wanted = set()
+    wanted: set[str] = set()
     if failed:
         wanted |= FAILED_LIKE
     if missing:
@@ -215,26 +215,23 @@ def select_for_resubmit(rows: Sequence[TaskStatus], failed: bool, missing: bool)
     return [r.index for r in rows if r.state in wanted]
 
 
-def resubmit_run(run: Run, failed: bool, missing: bool, backend: Backend | None = None, invalid: bool = False,
-                 only: Sequence[int] | None = None) -> tuple[list[int], dict[int, str]]:
+def resubmit_run(run: Run, failed: bool, missing: bool, backend: Backend | None = None, also: Iterable[int] = (),
+                 only: Sequence[int] | None = None, rows: Sequence[TaskStatus] | None = None) -> tuple[list[int], dict[int, str]]:
     """Resubmit the selected tasks as one new array in the same run; return (indices, job ids).
 
-    ``invalid``: also completed tasks whose outputs fail the kind's checks (deleted, truncated, wrong
-    event count). ``only``: exactly these tasks (if not active), whatever their state.
+    ``also``: more tasks to rerun, such as completed tasks whose outputs fail the kind's checks
+    (``sbt_batch.batch.collect.invalid_outputs``). ``only``: exactly these tasks (if not active),
+    whatever their state. ``rows``: the run's status when the caller already asked for it.
     """
     backend = backend or get_backend(run.backend)
-    rows = run_status(run, backend)
+    rows = run_status(run, backend) if rows is None else rows
     if only is not None:
         busy = [r.index for r in rows if r.index in set(only) and r.active]
         if busy:
             raise UserError(f"--tasks: task(s) {', '.join(map(str, busy[:10]))} are still queued or running")
         indices = sorted(only)
     else:
-        indices = select_for_resubmit(rows, failed, missing)
-        if invalid:
-            from sbt_batch.batch.collect import invalid_outputs
-
-            indices = sorted(set(indices) | {p.index for p in invalid_outputs(run, rows)})
+        indices = sorted(set(select_for_resubmit(rows, failed, missing)) | set(also))
     if not indices:
         return [], {}
     if run.resources.get("hold"):  # --hold applies to the first submission only
@@ -249,18 +246,21 @@ def cancel_run(run: Run, backend: Backend | None = None) -> list[int]:
     active = [r for r in rows if r.active and r.job_id]
     if active:
         (run.path / "logs" / CANCEL_MARKER).write_text("cancelled by user\n")  # stopped tasks are not requeued
-        backend.cancel(run, sorted({r.job_id for r in active}))
+        backend.cancel(run, sorted({r.job_id for r in active if r.job_id}))
     return [r.index for r in active]
 
 
-def list_runs(runs_dir: Path, query: bool = True) -> list[tuple[Run, list[TaskStatus] | None, str]]:
-    """All runs under ``runs_dir`` with their task rows (None and an error text when the scheduler failed)."""
-    out = []
+def list_runs(runs_dir: Path, query: bool = True) -> list[tuple[Run | None, list[TaskStatus] | None, str]]:
+    """All runs under ``runs_dir`` with their task rows (None and an error text when the scheduler failed).
+
+    A run whose manifest is damaged comes as ``(None, None, error)``.
+    """
+    out: list[tuple[Run | None, list[TaskStatus] | None, str]] = []
     for path in find_runs(runs_dir):
         try:
             run = Run.open(path)
         except UserError as exc:
-            out.append((None, None, str(exc)))  # type: ignore[arg-type]
+            out.append((None, None, str(exc)))
             continue
         try:
             rows = run_status(run) if query else None
@@ -270,8 +270,8 @@ def list_runs(runs_dir: Path, query: bool = True) -> list[tuple[Run, list[TaskSt
     return out
 
 
-def wait_for_run(ref: str, interval: float = 5.0) -> int:
-    """Block until every task of run ``ref`` completed (0) or one failed for good (1), from its state files only.
+def wait_for_run(ref: str, interval: float = 5.0) -> None:
+    """Block until every task of run ``ref`` completed; raise UserError (exit 1) as soon as one failed for good.
 
     What a DAGMan PRE script runs for ``--after`` on HTCondor: no scheduler access is needed on the schedd's machine.
     """
@@ -287,11 +287,8 @@ def wait_for_run(ref: str, interval: float = 5.0) -> int:
             current = state if state and state.get("attempt", 1) >= attempt else None
             states.append(current.get("state") if current else None)
         if all(s == "completed" for s in states):
-            return 0
+            return
         bad = [i for i, s in enumerate(states) if s in ("failed", T_KILLED)]
         if bad:
-            import sys
-
-            sys.stderr.write(f"error: {run.path.name}: task(s) {', '.join(map(str, bad[:10]))} did not complete\n")
-            return 1
+            raise UserError(f"{run.path.name}: task(s) {', '.join(map(str, bad[:10]))} did not complete")
         time.sleep(interval)

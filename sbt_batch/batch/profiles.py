@@ -1,8 +1,9 @@
-"""Site profiles: YAML files with a site's scheduler settings, validated with clear errors.
+"""Site profiles: YAML files with a site's scheduler settings, validated with clear errors; and the backends' defaults.
 
 ``--site NAME`` looks for ``NAME`` as a file path, then ``~/.config/sbt-batch/NAME.yaml``
-(``$XDG_CONFIG_HOME`` respected), then the examples shipped in ``jobs/sites/``.
-Command-line options override the profile.  Example (``jobs/sites/hpc-slurm.yaml``)::
+(``$XDG_CONFIG_HOME`` respected), then the examples shipped in the package (``sbt_batch/batch/sites/``,
+linked from ``jobs/sites/`` in a checkout), so a user's profile of the same name wins.
+Command-line options override the profile.  Example (``sites/hpc-slurm.yaml``)::
 
     backend: slurm
     partition: gpu
@@ -11,11 +12,17 @@ Command-line options override the profile.  Example (``jobs/sites/hpc-slurm.yaml
     image: /scratch/images/sbt-batch.sif
     binds: [/scratch, /cvmfs]
     extra_directives: ["--qos=normal"]
+
+The defaults every backend falls back on (Slurm's limits when ``scontrol`` does not report them, HTCondor's
+universe, ...) are ``sites/defaults.yaml``, one section per scheduler as in dask-jobqueue's ``jobqueue.yaml``;
+``~/.config/sbt-batch/defaults.yaml`` overrides single keys of it (:func:`backend_defaults`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +32,7 @@ from sbt_batch.common.errors import UserError
 # key -> (type or tuple of types, help)
 PROFILE_KEYS: dict[str, tuple[Any, str]] = {
     "description": (str, "free text"),
-    "backend": (str, "default backend (local, slurm, condor)"),
+    "backend": (str, "default backend (see `sbt-batch submit --help`)"),
     "partition": (str, "Slurm partition"),
     "account": (str, "Slurm account"),
     "accounting_group": (str, "HTCondor accounting group (+AccountingGroup)"),
@@ -44,7 +51,8 @@ PROFILE_KEYS: dict[str, tuple[Any, str]] = {
     "sbt_command": (list, "how jobs start sbt-batch outside a container"),
     "condor": (dict, "HTCondor-specific settings (see the condor backend)"),
 }
-BACKENDS_HINT = ("local", "slurm", "condor")
+PACKAGE_SITES = Path(__file__).resolve().parent / "sites"  # package data: the example profiles and defaults.yaml
+DEFAULTS_NAME = "defaults"  # sites/defaults.yaml: the backends' defaults, not a site profile
 
 
 def user_profile_dir() -> Path:
@@ -54,10 +62,8 @@ def user_profile_dir() -> Path:
 
 
 def example_profile_dir() -> Path | None:
-    """The repository's ``jobs/sites/`` when running from a source checkout."""
-    repo = Path(__file__).resolve().parents[2]
-    path = repo / "jobs" / "sites"
-    return path if path.is_dir() else None
+    """The example profiles shipped in the package (``sbt_batch/batch/sites/``)."""
+    return PACKAGE_SITES if PACKAGE_SITES.is_dir() else None
 
 
 def find_profile(ref: str) -> Path:
@@ -66,11 +72,12 @@ def find_profile(ref: str) -> Path:
     if path.is_file():
         return path
     dirs = [d for d in (user_profile_dir(), example_profile_dir()) if d is not None]
-    for d in dirs:
-        for ext in (".yaml", ".yml"):
-            if (d / f"{ref}{ext}").is_file():
-                return d / f"{ref}{ext}"
-    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
+    if ref != DEFAULTS_NAME:
+        for d in dirs:
+            for ext in (".yaml", ".yml"):
+                if (d / f"{ref}{ext}").is_file():
+                    return d / f"{ref}{ext}"
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")} - {DEFAULTS_NAME})
     listing = f"; known profiles: {', '.join(known)}" if known else ""
     raise UserError(f"--site {ref}: no such profile (looked in {', '.join(map(str, dirs))}){listing}")
 
@@ -93,8 +100,11 @@ def validate_profile(data: dict[str, Any], where: str) -> dict[str, Any]:
         _wrap(where, parse_time, str(data["time"]))
     if data.get("mem") is not None:
         _wrap(where, parse_mem, str(data["mem"]))
-    if data.get("backend") and data["backend"] not in BACKENDS_HINT:
-        raise UserError(f"{where}: 'backend' must be one of {', '.join(BACKENDS_HINT)}, got {data['backend']!r}")
+    if data.get("backend"):
+        from sbt_batch.batch.backend import backend_names  # names only: no backend module is imported
+
+        if data["backend"] not in backend_names():
+            raise UserError(f"{where}: 'backend' must be one of {', '.join(backend_names())}, got {data['backend']!r}")
     if data.get("container_runtime") and data["container_runtime"] not in {"apptainer", "singularity", "podman"}:
         raise UserError(f"{where}: 'container_runtime' must be apptainer, singularity or podman")
     for key in (data.get("env") or {}):
@@ -106,7 +116,7 @@ def validate_profile(data: dict[str, Any], where: str) -> dict[str, Any]:
     return data
 
 
-def _wrap(where: str, parse, value: str) -> None:
+def _wrap(where: str, parse: Callable[[str], object], value: str) -> None:
     try:
         parse(value)
     except UserError as exc:
@@ -122,3 +132,31 @@ def load_profile(ref: str | None) -> dict[str, Any]:
     validate_profile(data, str(path))
     data["_path"] = str(path)
     return data
+
+
+def backend_defaults(backend: str) -> dict[str, Any]:
+    """The defaults of ``backend``: its section of the package's ``sites/defaults.yaml``, updated from the user's."""
+    user = user_profile_dir() / f"{DEFAULTS_NAME}.yaml"
+    try:
+        stat = user.stat()
+        key: tuple[str, int, int] | None = (str(user), stat.st_mtime_ns, stat.st_size)  # read again after an edit
+    except OSError:
+        key = None
+    return dict(_read_defaults(key[0] if key else None, key[1:] if key else ()).get(backend) or {})
+
+
+@functools.lru_cache(maxsize=4)
+def _read_defaults(user_file: str | None, _version: tuple[int, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Every section of the package's defaults, each updated key by key from ``user_file`` (checked against the package's keys)."""
+    package = PACKAGE_SITES / f"{DEFAULTS_NAME}.yaml"
+    merged = {name: dict(section or {}) for name, section in load_yaml(package).items()}
+    if user_file is None:
+        return merged
+    user = load_yaml(user_file)
+    for name, section in user.items():
+        if not isinstance(section, dict):
+            raise UserError(f"{user_file}: '{name}' must be a mapping of settings")
+        if name in merged:
+            check_keys(section, merged[name], f"{user_file}: {name}")
+        merged.setdefault(name, {}).update(section)
+    return merged

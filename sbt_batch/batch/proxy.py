@@ -37,14 +37,15 @@ def not_after(path: Path) -> datetime:
             return datetime.strptime(text, OPENSSL_DATE).replace(tzinfo=UTC)
         except ValueError:
             pass
-    try:
-        from cryptography import x509
+    from sbt_batch.common.optional import try_import
 
+    x509 = try_import("cryptography.x509")  # the fallback when openssl is missing or fails
+    if x509 is None:
+        raise UserError(f"{path}: cannot read the X.509 proxy's lifetime (openssl failed: "
+                        f"{(proc.stderr.strip().splitlines() or ['not found'])[-1] if proc else 'not found'})")
+    try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
         return cert.not_valid_after_utc
-    except ImportError:
-        raise UserError(f"{path}: cannot read the X.509 proxy's lifetime (openssl failed: "
-                        f"{(proc.stderr.strip().splitlines() or ['not found'])[-1] if proc else 'not found'})") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not an X.509 certificate/proxy ({' '.join(str(exc).split())})") from None
 

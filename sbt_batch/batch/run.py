@@ -1,6 +1,6 @@
 """Run directories and their manifest: ``runs/<name>-<UTC timestamp>/``.
 
-Layout (see DESIGN.md, batch layer)::
+Layout::
 
     runs/<name>-<YYYYmmddTHHMMSSZ>/
       manifest.json     backend, image, resources, tool version, the task list

@@ -1,15 +1,12 @@
-"""What `status` and `runs` print: plain aligned tables (fast for thousands of tasks), JSON for scripts."""
+"""What `status` and `runs` show: plain aligned tables (fast for thousands of tasks), JSON for scripts; the CLI prints them."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-from sbt_batch.batch.core import TaskStatus, list_runs, run_state, run_status, summarize
+from sbt_batch.batch.core import TaskStatus, list_runs, run_state, summarize
 from sbt_batch.batch.run import Run, default_runs_dir
 
 STYLE = {"completed": "green", "running": "cyan", "pending": "blue", "held": "blue", "failed": "red", "timeout": "red",
@@ -53,53 +50,40 @@ def format_status(run: Run, rows: list[TaskStatus], color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show_status(ref: str, runs_dir: Path | None, watch: bool = False, interval: float = 2.0, as_json: bool = False) -> None:
-    """Print the status table once, or refresh it until nothing is queued or running."""
-    run = Run.open(ref, runs_dir)
-    rows = run_status(run)
-    for r in rows:
-        if "state.json" in r.reason and ("corrupt" in r.reason or "unreadable" in r.reason):
-            sys.stderr.write(f"warning: task {r.index}: {r.reason}\n")
-    if as_json:
-        sys.stdout.write(json.dumps({"run": str(run.path), "state": run_state(rows), "tasks": [asdict(r) for r in rows]}, indent=1) + "\n")
-        return
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    sys.stdout.write(format_status(run, rows, color))
-    while watch and any(r.active for r in rows):
-        time.sleep(interval)
-        rows = run_status(Run.open(run.path))
-        text = format_status(run, rows, color)
-        sys.stdout.write(("\033[H\033[J" if color else "\n") + text)
-        sys.stdout.flush()
+def status_warnings(rows: list[TaskStatus]) -> list[str]:
+    """One ``warning:`` line for every task whose state.json is corrupt or unreadable (for stderr)."""
+    return [f"warning: task {r.index}: {r.reason}" for r in rows
+            if "state.json" in r.reason and ("corrupt" in r.reason or "unreadable" in r.reason)]
 
 
-def print_task_table(run: Run) -> None:
+def format_status_json(run: Run, rows: list[TaskStatus]) -> str:
+    """``status --json``: the run, its one-word state and every task row."""
+    return json.dumps({"run": str(run.path), "state": run_state(rows), "tasks": [asdict(r) for r in rows]}, indent=1) + "\n"
+
+
+def task_lines(run: Run) -> list[str]:
     """The task list of a (dry-run) run, one copy-pasteable command line per task."""
     import shlex
 
-    from sbt_batch.common.console import console
-
-    console.print(f"[bold]{len(run.tasks)} task(s):[/]")
-    for t in run.tasks:
-        console.print(f"{t.index:>5}  sbt-batch {shlex.join(t.argv)}", markup=False, highlight=False, soft_wrap=True)
+    return [f"{t.index:>5}  sbt-batch {shlex.join(t.argv)}" for t in run.tasks]
 
 
-def show_runs(runs_dir: Path | None) -> None:
-    """One line per run: name, kind, backend, created, state and counts."""
+def format_runs(runs_dir: Path | None) -> tuple[str, list[str]]:
+    """``runs``: one line per run (name, kind, backend, created, state and counts), and a warning per damaged run."""
     runs_dir = Path(runs_dir or default_runs_dir())
     found = list_runs(runs_dir)
     if not found:
-        sys.stdout.write(f"no runs in {runs_dir}\n")
-        return
+        return f"no runs in {runs_dir}\n", []
+    warnings = []
     table = [["run", "kind", "backend", "created", "state", "tasks"]]
     for run, rows, error in found:
         if run is None:  # a damaged manifest: warn in one line, list the good runs
-            sys.stderr.write(f"warning: {' '.join(error.split())}\n")
+            warnings.append(f"warning: {' '.join(error.split())}")
             continue
         if rows is None:
             table.append([run.path.name, run.kind, run.backend, run.manifest.get("created", ""), "unknown", error])
         else:
             table.append([run.path.name, run.kind, run.backend, run.manifest.get("created", ""), run_state(rows), summarize(rows)])
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]) - 1)]
-    for row in table:
-        sys.stdout.write("  ".join([cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]).rstrip() + "\n")
+    text = "".join("  ".join([cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]).rstrip() + "\n" for row in table)
+    return text, warnings

@@ -1,4 +1,4 @@
-"""Building a run from command-line options and a site profile, submitting it, and resubmitting."""
+"""Building a run from command-line options and a site profile, submitting it, and resubmitting (the CLI prints the results)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,31 @@ from pathlib import Path
 from typing import Any
 
 from sbt_batch.batch.backend import get_backend
-from sbt_batch.batch.core import run_state, run_status, submit_run
+from sbt_batch.batch.collect import invalid_outputs
+from sbt_batch.batch.core import resubmit_run, run_state, run_status, submit_run
 from sbt_batch.batch.profiles import load_profile
 from sbt_batch.batch.resources import check_count, parse_mem, parse_time
 from sbt_batch.batch.run import TIMESTAMP_FORMAT, Run, Task, check_run_name, default_runs_dir
 from sbt_batch.common.errors import UserError
 from sbt_batch.common.fileio import check_writable_dir
+
+
+@dataclass
+class DryRun:
+    """What ``--dry-run`` shows instead of submitting: the run that would be created, its backend and job script."""
+
+    run: Run
+    backend: str
+    script: str
+
+
+@dataclass
+class Resubmitted:
+    """What ``resubmit`` did: the run, the task indices submitted again (none: nothing to do) and their job ids."""
+
+    run: Run
+    indices: list[int]
+    job_ids: dict[int, str]
 
 
 @dataclass
@@ -126,15 +145,13 @@ def resolve_after(ref: str, backend: str, runs_dir: Path | None) -> dict[str, An
 
 
 def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], opts: SubmitOptions, options: dict[str, Any],
-                   check_task: Callable[[list[str]], None] | None = None) -> Run | None:
-    """Create the run directory and submit every task in one scheduler call (or print it with --dry-run).
+                   check_task: Callable[[list[str]], None] | None = None) -> Run | DryRun:
+    """Create the run directory and submit every task in one scheduler call; with --dry-run return what would be submitted.
 
     ``tasks_fn(settings)`` builds the task list once the options and the site profile are merged
     (``settings["resources"]["cpus"]`` etc. are final). ``check_task(argv)`` validates a task's command
     line (a dry parse with the real command) before anything exists.
     """
-    from sbt_batch.common.console import console
-
     name = check_run_name(opts.name or kind)
     backend_name, runs_dir, settings = build_settings(kind, opts, options)
     backend = get_backend(backend_name)
@@ -148,12 +165,7 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
     draft = Run(runs_dir.absolute() / f"{name}-{stamp}", manifest)
     script = backend.render(draft, [t.index for t in tasks])
     if opts.dry_run:
-        from sbt_batch.batch.show import print_task_table
-
-        console.print(f"[bold]{backend_name} job script ({draft.path} would be created):[/]")
-        console.print(script, markup=False, highlight=False, soft_wrap=True)
-        print_task_table(draft)
-        return None
+        return DryRun(draft, backend_name, script)
     backend.check()
     backend.precheck(len(tasks))
     for d in options.get("make_dirs", []):
@@ -164,12 +176,17 @@ def submit_new_run(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], 
         check_writable_dir(Path(d))
     run = Run.create(runs_dir, name, kind, backend_name, tasks, **settings)
     try:
-        job_ids = submit_run(run, backend)
+        submit_run(run, backend)
     except UserError as exc:
         raise UserError(f"{exc}; run directory {run.path} kept, `sbt-batch resubmit` submits it") from None
-    first = next(iter(job_ids.values()))
-    console.print(f"submitted {len(tasks)} task(s) to {backend_name}: run {run.path} (job {first.rsplit('_', 1)[0]})")
     return run
+
+
+def submitted_message(run: Run) -> str:
+    """``submitted N task(s) to BACKEND: run DIR (job ID)``, from the run's newest submission."""
+    job_ids = run.submissions[-1]["job_ids"] if run.submissions else {}
+    first = next(iter(job_ids.values()), "")
+    return f"submitted {len(run.tasks)} task(s) to {run.backend}: run {run.path} (job {first.rsplit('_', 1)[0]})"
 
 
 def parse_task_list(text: str, count: int) -> list[int]:
@@ -187,12 +204,12 @@ def parse_task_list(text: str, count: int) -> list[int]:
     return sorted(out)
 
 
-def resubmit_cli(ref: str, runs_dir: Path | None, failed: bool, missing: bool, time: str | None, mem: str | None,
-                 invalid: bool = False, tasks: str | None = None) -> None:
-    """`resubmit`: new array of the selected tasks in the same run; new --time/--mem apply to it."""
-    from sbt_batch.batch.core import resubmit_run
-    from sbt_batch.common.console import console
+def resubmit(ref: str, runs_dir: Path | None, failed: bool, missing: bool, time: str | None, mem: str | None,
+             invalid: bool = False, tasks: str | None = None) -> Resubmitted:
+    """`resubmit`: new array of the selected tasks in the same run; new --time/--mem apply to it.
 
+    ``invalid``: also the completed tasks whose outputs fail the kind's checks (``collect.invalid_outputs``).
+    """
     run = Run.open(ref, runs_dir)
     only = parse_task_list(tasks, len(run.tasks)) if tasks else None
     if time is not None:
@@ -201,9 +218,8 @@ def resubmit_cli(ref: str, runs_dir: Path | None, failed: bool, missing: bool, t
         run.resources["mem"], run.resources["mem_mb"] = mem, parse_mem(mem)
     if time is not None or mem is not None:
         run.save()
-    indices, job_ids = resubmit_run(run, failed, missing, invalid=invalid, only=only)
-    if not indices:
-        console.print(f"nothing to resubmit in {run.path.name}")
-        return
-    shown = ", ".join(map(str, indices[:20])) + (" ..." if len(indices) > 20 else "")
-    console.print(f"resubmitted {len(indices)} task(s) of {run.path.name}: {shown}")
+    backend = get_backend(run.backend)
+    rows = run_status(run, backend)
+    also = [p.index for p in invalid_outputs(run, rows)] if invalid and only is None else []
+    indices, job_ids = resubmit_run(run, failed, missing, backend, also=also, only=only, rows=rows)
+    return Resubmitted(run, indices, job_ids)

@@ -7,6 +7,10 @@ a time limit or preemption).  The files of an earlier attempt move to ``tasks/<i
 
 Under a multi-rank launcher (srun, mpirun) placed *before* the wrapper, only rank 0 records
 state; the other ranks just run the command.
+
+A command that checkpointed after SIGTERM (exit 75) runs again as the run's backend says
+(:attr:`~sbt_batch.batch.backend.Backend.requeue`): the wrapper asks the scheduler to requeue the job,
+or leaves it to the scheduler, or (no requeue) retries it in place.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from sbt_batch.batch.backend import REQUEUE_NONE, REQUEUE_SCHEDULER, Backend, get_backend
 from sbt_batch.batch.run import (
     CANCEL_MARKER,
     STATE,
@@ -32,6 +38,7 @@ from sbt_batch.batch.run import (
     default_sbt_command,
     utc_now,
 )
+from sbt_batch.common.errors import UserError
 from sbt_batch.common.launchenv import current_rank, scheduler_job_id
 
 log = logging.getLogger("sbt_batch")
@@ -39,7 +46,7 @@ log = logging.getLogger("sbt_batch")
 _KEEP_FILES = ("stdout", "stderr", STATE)  # plus try-<n>.stdout/.stderr of retried tries
 
 
-def _archive_previous(run: Run, index: int, attempt: int) -> None:
+def archive_previous(run: Run, index: int, attempt: int) -> None:
     """Move the files of an older attempt into ``tasks/<i>/attempt-<n>/``."""
     old = run.read_state(index)
     if not old or old.get("attempt", 1) >= attempt:
@@ -152,16 +159,13 @@ def cancel_requested(run: Run) -> bool:
     return (run.path / "logs" / CANCEL_MARKER).exists()
 
 
-def request_requeue() -> bool:
-    """Ask the scheduler to run this job again (Slurm: scontrol requeue); False when it cannot."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return False
+def scheduler_of(run: Run) -> Backend | None:
+    """The run's backend, which says how a checkpointed task runs again; None (no requeue) when it cannot be loaded here."""
     try:
-        proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
+        return get_backend(run.backend)
+    except UserError as exc:
+        log.warning("task: %s; a task that checkpoints is not requeued", exc)
+        return None
 
 
 def run_task(run_dir: str | Path, index: int) -> int:
@@ -176,16 +180,17 @@ def run_task(run_dir: str | Path, index: int) -> int:
     task_dir = run.task_dir(index)
     task_dir.mkdir(parents=True, exist_ok=True)
     previous = run.read_state(index)
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     resume = False
     if previous and previous.get("attempt") == attempt and previous.get("state") == T_REQUEUED:
         history = list(previous.get("history") or [])  # the scheduler ran this job again after a requeue
         resume = previous.get("exit_code") == EXIT_REQUEUE
     else:
-        _archive_previous(run, index, attempt)
+        archive_previous(run, index, attempt)
     retries = int(run.resources.get("retries") or 0)
-    scheduler = run.backend
-    state = {
+    scheduler = scheduler_of(run)
+    requeue = scheduler.requeue if scheduler is not None else REQUEUE_NONE
+    state: dict[str, Any] = {
         "index": index,
         "attempt": attempt,
         "state": T_RUNNING,
@@ -218,8 +223,8 @@ def run_task(run_dir: str | Path, index: int) -> int:
             except ProcessLookupError:
                 pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(sig, forward)
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(stop_signal, forward)
     while True:
         command = list(argv)
         if resume and task.meta.get("resume_argv"):
@@ -236,15 +241,16 @@ def run_task(run_dir: str | Path, index: int) -> int:
         tries_left = retries - len(history)
         history.append({"try": len(history) + 1, "exit_code": rc, "signal": sig, "cause": cause, "finished": utc_now()})
         if received:  # the scheduler (or cancel) stopped the job
-            if rc == EXIT_REQUEUE and tries_left > 0 and not cancel_requested(run) and scheduler in ("slurm", "condor"):
+            if rc == EXIT_REQUEUE and tries_left > 0 and not cancel_requested(run) and requeue != REQUEUE_NONE:
                 state.update(state=T_REQUEUED, exit_code=rc)
                 run.write_state(index, state)
-                if scheduler == "condor" or request_requeue():  # condor: max_retries/eviction starts it again
+                # the scheduler starts it again by itself (condor: max_retries/eviction), or is asked to (slurm)
+                if requeue == REQUEUE_SCHEDULER or (scheduler is not None and scheduler.requeue_job()):
                     return rc
             state["state"] = T_KILLED
             state["signal"] = received[0]
             break
-        if rc == EXIT_REQUEUE and tries_left > 0 and scheduler == "condor" and not cancel_requested(run):
+        if rc == EXIT_REQUEUE and tries_left > 0 and requeue == REQUEUE_SCHEDULER and not cancel_requested(run):
             state.update(state=T_REQUEUED, exit_code=rc)  # max_retries starts the job again; it resumes there
             break
         if tries_left <= 0 or is_bad_input(rc, lines):
@@ -260,7 +266,7 @@ def run_task(run_dir: str | Path, index: int) -> int:
     state["finished"] = utc_now()
     state["duration"] = round(time.monotonic() - t0, 3)
     run.write_state(index, state)
-    return state["exit_code"]
+    return int(state["exit_code"])
 
 
 def run_packed(run_dir: str | Path, map_file: str | Path, line: int) -> int:
@@ -269,8 +275,7 @@ def run_packed(run_dir: str | Path, map_file: str | Path, line: int) -> int:
     try:
         indices = [int(w) for w in Path(map_file).read_text().splitlines()[line].split()]
     except (OSError, IndexError, ValueError) as exc:
-        sys.stderr.write(f"error: {map_file}: no task list on line {line} ({exc})\n")
-        return 1
+        raise UserError(f"{map_file}: no task list on line {line} ({exc})") from None
     code = 0
     for index in indices:
         state = run.read_state(index)
@@ -299,8 +304,8 @@ def _archive_try(task_dir: Path, number: int) -> None:
             os.replace(src, task_dir / f"try-{number}.{name}")
 
 
-def _run_once(command: list[str], cwd: str | None, task_dir: Path, received: list[int], state: dict, run: Run, index: int,
-              on_start) -> tuple[int, int | None]:
+def _run_once(command: list[str], cwd: str | None, task_dir: Path, received: list[int], state: dict[str, Any], run: Run,
+              index: int, on_start: Callable[[subprocess.Popen[bytes]], None]) -> tuple[int, int | None]:
     """Run the command once in its own process group, watched; return (exit code, killing signal or None)."""
     watchdog = None
     with open(task_dir / "stdout", "ab") as out, open(task_dir / "stderr", "ab") as err:

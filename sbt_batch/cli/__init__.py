@@ -11,8 +11,10 @@ import sys
 
 import typer
 
-# Registering order is the order of the help panels.
-from sbt_batch.cli import demo, convert, train, batch, kinematics, image, report, sweep  # noqa: F401,I001  (importing registers the commands)
+# Importing registers the commands; the registering order is the order of the help panels.
+# isort: off
+from sbt_batch.cli import demo, convert, train, batch, kinematics, image, report, sweep  # noqa: F401
+# isort: on
 from sbt_batch.cli.app import app
 from sbt_batch.common.errors import EXIT_FAILURE, EXIT_SIGNAL_BASE, EXIT_USAGE, Terminated, UserError
 

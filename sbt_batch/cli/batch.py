@@ -7,15 +7,18 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from typer._click import core as click
-from typer._click.exceptions import ClickException
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from sbt_batch.cli.app import app
 from sbt_batch.common.errors import UserError
+
+if TYPE_CHECKING:  # the batch modules load inside the commands, so that `sbt-batch --help` stays fast
+    from sbt_batch.batch.collect import CollectReport
+    from sbt_batch.batch.run import Run, Task
+    from sbt_batch.batch.submit import DryRun
 
 submit_app = typer.Typer(
     help="Submit a batch run (convert, train, evaluate, train-tabular) to the local machine, Slurm or HTCondor.",
@@ -26,6 +29,10 @@ app.add_typer(submit_app, name="submit", rich_help_panel="Batch")
 app.add_typer(task_app, name="task", hidden=True)
 
 PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
+# A command's parameters as typer builds them. typer (>= 0.26) vendors click as the private typer._click,
+# whose Context and Parameter classes have no public name: the overrides below take ``ctx: Any``.
+Param = TyperArgument | TyperOption
+FROM_USER = frozenset({"COMMANDLINE", "ENVIRONMENT"})  # ParameterSource member names: given on the command line or by a variable
 
 # Options shared by every submit command: (parameter, type, typer option).
 O_RUNS_DIR = typer.Option(None, "--runs-dir", help="Where run directories go (default $SBT_BATCH_RUNS or ./runs).")
@@ -78,48 +85,48 @@ class SubmitCommand(TyperCommand):
 
     target = ""
 
-    def _borrowed(self, ctx: click.Context) -> list[click.Parameter]:
-        cached = getattr(self, "_borrowed_params", None)
+    def _borrowed(self, ctx: Any) -> list[Param]:
+        cached: list[Param] | None = getattr(self, "_borrowed_params", None)
         if cached is not None:
             return cached
         own = super().get_params(ctx)
         taken = {o for p in own for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
         own_names = {p.name for p in own}
-        out: list[click.Parameter] = []
+        out: list[Param] = []
         for param in real_command(self.target).params:
             if param.name in SUBMIT_SETS.get(self.target, ()) or param.name == "help":
                 continue
             if isinstance(param, TyperArgument):
                 if param.name in own_names:
                     continue
-                twin = copy.copy(param)
-            else:
+                out.append(copy.copy(param))
+            elif isinstance(param, TyperOption):
                 twin = copy.copy(param)
                 twin.opts = [o for o in param.opts if o not in taken]
-                twin.secondary_opts = [o for o in getattr(param, "secondary_opts", []) if o not in taken]
+                twin.secondary_opts = [o for o in param.secondary_opts if o not in taken]
                 if not twin.opts:
                     continue
-                twin.rich_help_panel = f"Options of sbt-batch {self.target}"  # type: ignore[attr-defined]
+                twin.rich_help_panel = f"Options of sbt-batch {self.target}"
                 twin.name = BORROWED + str(param.name)  # never the same key as a submit option's
-            out.append(twin)
+                out.append(twin)
         self._borrowed_params = out
         return out
 
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+    def get_params(self, ctx: Any) -> list[Any]:
         """The submit options, then the borrowed ones, then --help."""
         own = super().get_params(ctx)
         help_opts = [p for p in own if p.name == "help"]
         return [p for p in own if p.name != "help"] + self._borrowed(ctx) + help_opts
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         """Turn the borrowed options given on the command line back into the task's argv (``ctx.meta``)."""
-        from typer._click.core import ParameterSource
-
         positional: list[str] = []
         words: list[str] = []
         for param in self._borrowed(ctx):
-            value = ctx.params.pop(param.name, None)
-            if ctx.get_parameter_source(param.name) not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            name = str(param.name)
+            value = ctx.params.pop(name, None)
+            source = ctx.get_parameter_source(name)
+            if source is None or source.name not in FROM_USER:
                 continue
             if isinstance(param, TyperArgument):
                 positional += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
@@ -134,14 +141,14 @@ BORROWED = "cmd__"
 SUBMIT_SETS = {"convert": ("inputs", "output"), "train-tabular": ("out", "repeats", "repeat_index")}
 
 
-def option_words(param: click.Parameter, value: Any) -> list[str]:
+def option_words(param: TyperOption, value: Any) -> list[str]:
     """The command-line words that give option ``param`` the parsed ``value``."""
     name = next((o for o in param.opts if o.startswith("--")), param.opts[0])
     if getattr(param, "is_flag", False):
         if value:
             return [name]
         return [param.secondary_opts[0]] if param.secondary_opts else []
-    def text(v):
+    def text(v: Any) -> str:
         return str(v)
     if getattr(param, "multiple", False):
         return [w for v in value or () for w in (name, *(map(text, v) if isinstance(v, (list, tuple)) else [text(v)]))]
@@ -150,13 +157,15 @@ def option_words(param: click.Parameter, value: Any) -> list[str]:
     return [name, text(value)]
 
 
-def real_command(kind: str) -> click.Command:
+def real_command(kind: str) -> TyperCommand:
     """The click command of ``sbt-batch KIND`` (convert, train, evaluate, train-tabular)."""
     for info in app.registered_commands:
         name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
         if name == kind:
-            return typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
-                                                    rich_markup_mode=app.rich_markup_mode)
+            command = typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                       rich_markup_mode=app.rich_markup_mode)
+            assert isinstance(command, TyperCommand)  # a registered command, never a group
+            return command
     raise UserError(f"submit: no command '{kind}'")  # pragma: no cover
 
 
@@ -168,7 +177,7 @@ def check_task_argv(argv: list[str]) -> None:
         ctx = command.make_context(kind, args)
     except typer.Exit:
         return
-    except ClickException as exc:
+    except typer.TyperException as exc:  # click's usage errors (typer's vendored ClickException derives from it)
         raise UserError(f"submit {kind}: {exc.format_message()} (the options of `sbt-batch {kind}` apply; see --help)") from None
     ctx.close()
 
@@ -178,14 +187,30 @@ def _task_argv(ctx: typer.Context) -> list[str]:
     return [*ctx.meta.get("sbt_task_argv", []), *ctx.args]
 
 
-def _do_submit(kind: str, tasks_fn, opts: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+def print_submitted(result: Run | DryRun) -> None:
+    """Show what ``submit_new_run`` did: the submitted run in one line, or the --dry-run job script and task table."""
+    from sbt_batch.batch.show import task_lines
+    from sbt_batch.batch.submit import DryRun, submitted_message
+    from sbt_batch.common.console import console
+
+    if not isinstance(result, DryRun):
+        console.print(submitted_message(result))
+        return
+    console.print(f"[bold]{result.backend} job script ({result.run.path} would be created):[/]")
+    console.print(result.script, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"[bold]{len(result.run.tasks)} task(s):[/]")
+    for line in task_lines(result.run):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _do_submit(kind: str, tasks_fn: Callable[[dict[str, Any]], list[Task]], opts: dict[str, Any], options: dict[str, Any] | None = None) -> None:
     import dataclasses
 
     from sbt_batch.batch.submit import SubmitOptions, submit_new_run
 
     fields = {f.name for f in dataclasses.fields(SubmitOptions)}
-    submit_new_run(kind, tasks_fn, SubmitOptions(**{k: v for k, v in opts.items() if k in fields}), options or {},
-                   check_task=check_task_argv)
+    print_submitted(submit_new_run(kind, tasks_fn, SubmitOptions(**{k: v for k, v in opts.items() if k in fields}), options or {},
+                                   check_task=check_task_argv))
 
 
 def _command_class(kind: str) -> type[SubmitCommand]:
@@ -242,7 +267,7 @@ def submit_train(
 ) -> None:
     """Submit one `sbt-batch train ...` task (N Horovod ranks with --ntasks/--nodes); takes every `train` option (or after `--`)."""
     from sbt_batch.batch.kinds import single_task
-    from sbt_batch.cnn.launch import train_submit_settings
+    from sbt_batch.batch.ranks import train_submit_settings
 
     ranks = {"nodes": nodes, "ntasks": ntasks, "ntasks_per_node": ntasks_per_node, "gpus_per_node": gpus_per_node,
              "mpi_launcher": mpi_launcher or "srun"}
@@ -286,9 +311,28 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the task rows as JSON."),
 ) -> None:
     """Show each task's state, exit code, host and duration (one scheduler query per run)."""
-    from sbt_batch.batch.show import show_status
+    import os
+    import sys
+    import time as _time
 
-    show_status(run, runs_dir, watch=watch, interval=interval, as_json=as_json)
+    from sbt_batch.batch.core import run_status
+    from sbt_batch.batch.run import Run
+    from sbt_batch.batch.show import format_status, format_status_json, status_warnings
+
+    the_run = Run.open(run, runs_dir)
+    rows = run_status(the_run)
+    for warning in status_warnings(rows):
+        sys.stderr.write(warning + "\n")
+    if as_json:
+        sys.stdout.write(format_status_json(the_run, rows))
+        return
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    sys.stdout.write(format_status(the_run, rows, color))
+    while watch and any(r.active for r in rows):  # refresh until nothing is queued or running
+        _time.sleep(interval)
+        rows = run_status(Run.open(the_run.path))
+        sys.stdout.write(("\033[H\033[J" if color else "\n") + format_status(the_run, rows, color))
+        sys.stdout.flush()
 
 
 @app.command("collect", rich_help_panel="Batch")
@@ -300,12 +344,40 @@ def collect(
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Merge parts written by different sbt-batch versions."),
 ) -> None:
     """Check every task's outputs, merge them, and list failed or missing tasks (exit 4 when incomplete)."""
-    from sbt_batch.batch.collect import collect_run
+    from sbt_batch.batch.collect import CollectIncomplete, collect_run
     from sbt_batch.batch.run import Run
     from sbt_batch.common.provenance import allow_mixed_versions
 
     with allow_mixed_versions(allow_mixed):
-        collect_run(Run.open(run, runs_dir), allow_partial=allow_partial, output=output)
+        try:
+            report = collect_run(Run.open(run, runs_dir), allow_partial=allow_partial, output=output)
+        except CollectIncomplete as exc:
+            print_collect(exc.report)
+            raise
+    print_collect(report)
+
+
+def print_collect(report: CollectReport) -> None:
+    """Show a CollectReport: the collector's display, the failed/missing tasks with their stderr (on stderr), the merge, the counts."""
+    from rich.markup import escape
+
+    from sbt_batch.batch.collect import inputs_text
+    from sbt_batch.batch.core import summarize
+    from sbt_batch.common.console import console, err_console
+
+    result = report.result
+    for item in result.display if result is not None else []:
+        console.print(item)
+    for p in report.problems:
+        what = inputs_text(report.run, p.index)
+        err_console.print(f"[red]task {p.index}[/] {escape(p.message)}" + (f"  [dim]({escape(what)})[/]" if what else ""))
+        for line in p.stderr_tail:
+            err_console.print(f"    {escape(line)}", highlight=False)
+    if result is None:
+        return
+    if result.output:
+        console.print(f"merged {result.summary.get('events', '?')} events from {result.summary.get('parts', '?')} part(s) into {result.output}")
+    console.print(summarize(report.rows))
 
 
 @app.command("resubmit", rich_help_panel="Batch")
@@ -321,11 +393,17 @@ def resubmit(
     mem: str | None = typer.Option(None, "--mem", help="New memory for the resubmitted tasks."),
 ) -> None:
     """Submit only the failed and/or missing tasks again, as one new array in the same run."""
-    from sbt_batch.batch.submit import resubmit_cli
+    from sbt_batch.batch.submit import resubmit as resubmit_tasks
+    from sbt_batch.common.console import console
 
     if unfinished or not (failed or missing or invalid):
         failed = missing = invalid = True
-    resubmit_cli(run, runs_dir, failed=failed, missing=missing, time=time, mem=mem, invalid=invalid, tasks=tasks)
+    done = resubmit_tasks(run, runs_dir, failed=failed, missing=missing, time=time, mem=mem, invalid=invalid, tasks=tasks)
+    if not done.indices:
+        console.print(f"nothing to resubmit in {done.run.path.name}")
+        return
+    shown = ", ".join(map(str, done.indices[:20])) + (" ..." if len(done.indices) > 20 else "")
+    console.print(f"resubmitted {len(done.indices)} task(s) of {done.run.path.name}: {shown}")
 
 
 @app.command("cancel", rich_help_panel="Batch")
@@ -346,9 +424,14 @@ def cancel(
 @app.command("runs", rich_help_panel="Batch")
 def runs(runs_dir: Path | None = O_RUNS_DIR) -> None:
     """List the runs with a one-line state each."""
-    from sbt_batch.batch.show import show_runs
+    import sys
 
-    show_runs(runs_dir)
+    from sbt_batch.batch.show import format_runs
+
+    text, warnings = format_runs(runs_dir)
+    for warning in warnings:
+        sys.stderr.write(warning + "\n")
+    sys.stdout.write(text)
 
 
 @task_app.command("run")
@@ -372,7 +455,7 @@ def task_wait_run(
     """Wait until every task of RUN_DIR completed (exit 0) or one failed (exit 1): the PRE script of a DAG for --after."""
     from sbt_batch.batch.core import wait_for_run
 
-    raise typer.Exit(wait_for_run(str(run_dir), interval))
+    wait_for_run(str(run_dir), interval)  # a UserError (exit 1) names the tasks that failed
 
 
 @task_app.command("probe", context_settings=PASS)

@@ -98,15 +98,20 @@ def sample_ntuples_cmd(
     from sbt_batch.convert.samples import ETA_MAX_FOR_ROWS, embed_hdf5, make_sample_ntuples
 
     written: list[tuple[Path, int]] = []
-    common = dict(seed=seed, compression=compression, rntuple=rntuple, shuffle_towers=shuffle_towers,
-                  basket_events=basket_events, layout=layout, on_file=lambda p, n: written.append((p, n)))  # fmt: skip
+
+    def on_file(path: Path, n: int) -> None:
+        written.append((path, n))
+
     if from_hdf5 is not None:
-        embed_hdf5(from_hdf5, out_dir, files=files, events=events, **common)
+        embed_hdf5(from_hdf5, out_dir, files=files, events=events, seed=seed, compression=compression, rntuple=rntuple,
+                   shuffle_towers=shuffle_towers, basket_events=basket_events, layout=layout, on_file=on_file)
         note = "convert back with --eta-max " + ", ".join(f"{e} ({r} rows)" for r, e in ETA_MAX_FOR_ROWS.items())
     else:
         if kind is None:
             raise UserError("--kind: required (signal or background) unless --from-hdf5 is given")
-        make_sample_ntuples(out_dir, kind, files, 1000 if events is None else events, **common)
+        make_sample_ntuples(out_dir, kind, files, 1000 if events is None else events, seed=seed, compression=compression,
+                            rntuple=rntuple, shuffle_towers=shuffle_towers, basket_events=basket_events, layout=layout,
+                            on_file=on_file)
         note = ""
     table = Table(title="sample-ntuples", title_justify="left")
     table.add_column("file")

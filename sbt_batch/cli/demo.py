@@ -20,12 +20,22 @@ def demo_cmd(
     train: bool = typer.Option(True, "--train/--no-train", help="Also train, evaluate and export (needs the [train] extra)."),
 ) -> None:
     """Run the whole chain on generated sample data: ntuples, convert, train, evaluate, export."""
+    from rich.markup import escape
     from rich.table import Table
 
     from sbt_batch.cnn.demo import run_demo
-    from sbt_batch.common.console import console
+    from sbt_batch.common.console import console, err_console
 
-    result = run_demo(out_dir, files=files, events=events, epochs=epochs, model=model, seed=seed, train=train)
+    def on_stage(name: str, summary: str, seconds: float) -> None:
+        console.print(f"[green]✓[/] {escape(name)}: {escape(summary)} [dim]({seconds:.1f} s)[/]")
+
+    def notify(line: str) -> None:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    result = run_demo(out_dir, files=files, events=events, epochs=epochs, model=model, seed=seed, train=train,
+                      on_stage=on_stage, notify=notify)
+    for note in result.notes:
+        console.print(f"[yellow]{escape(note)}[/]")
     table = Table(title=f"sbt-batch demo: {result.out_dir}", title_justify="left")
     table.add_column("stage", style="bold")
     table.add_column("result", overflow="fold")

@@ -112,7 +112,10 @@ def selfcheck(
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
-        check.render(report)
+        from sbt_batch.common.console import console
+
+        for item in check.render(report):
+            console.print(item)
     problems = check.missing(report, require)
     if problems:
         raise UserError("selfcheck: " + "; ".join(problems))

@@ -73,7 +73,8 @@ def train_tabular(
     """Train the dense H->bb classifier with event weights and report its binned Asimov sensitivity."""
     from sbt_batch.common.config import merge_options
     from sbt_batch.common.console import console
-    from sbt_batch.tabular.repeats import print_summary
+    from sbt_batch.common.optional import check
+    from sbt_batch.tabular.repeats import summary_renderables
     from sbt_batch.tabular.train import load_config_file, resolve_config
     from sbt_batch.tabular.train import train_tabular as run
 
@@ -93,9 +94,11 @@ def train_tabular(
         "repeats": repeats, "repeat_index": repeat_index, "drop": drop, "plots": plots, "columns": columns or None,
     }
     cfg = resolve_config(merge_options(spec, options), str(config) if config else "config")
-    result = run(cfg)
+    check("tensorflow", "sbt-batch train-tabular")  # before the inputs are read (no import)
+    result = run(cfg, notify=console.print)
     if "repeats" in result:
-        print_summary(result)
+        for item in summary_renderables(result):
+            console.print(item)
     else:
         console.print(
             f"{cfg.out}: sensitivity {result['sensitivity']:.4f} ± {result['error']:.4f} "
@@ -111,6 +114,8 @@ def summarize_repeats(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Summarise the repeats present even if some are missing."),
 ) -> None:
     """Mean and std of the sensitivity over repeated trainings, and the table of all repeats."""
-    from sbt_batch.tabular.repeats import collect_repeats, print_summary
+    from sbt_batch.common.console import console
+    from sbt_batch.tabular.repeats import collect_repeats, summary_renderables
 
-    print_summary(collect_repeats(run_dir, drop=drop, expected=expected, allow_missing=allow_missing))
+    for item in summary_renderables(collect_repeats(run_dir, drop=drop, expected=expected, allow_missing=allow_missing)):
+        console.print(item)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from sbt_batch.cli.app import app
-from sbt_batch.cli.batch import SHARED, submit_options
+from sbt_batch.cli.batch import SHARED, print_submitted, submit_options
 
 
 @app.command("sweep", rich_help_panel="Train")
@@ -20,7 +20,7 @@ def sweep_cmd(
     """Train every point x seed of a sweep as one batch job array (again: only the unfinished ones)."""
     import dataclasses
 
-    from sbt_batch.batch.submit import SubmitOptions, submit_new_run
+    from sbt_batch.batch.submit import DryRun, SubmitOptions, submit_new_run
     from sbt_batch.cli.batch import check_task_argv
     from sbt_batch.cnn.sweep import check_not_running, load_sweep, record_run, sweep_tasks, write_sweep
     from sbt_batch.common.console import console
@@ -40,7 +40,8 @@ def sweep_cmd(
         write_sweep(sweep)
     run = submit_new_run("sweep", lambda _settings: tasks, sub, {"sweep_dir": str(sweep.out), "config": str(config.absolute())},
                          check_task=check_task_argv)
-    if run is not None:
+    print_submitted(run)
+    if not isinstance(run, DryRun):
         record_run(sweep.out, run.path)
         console.print(f"{len(tasks)} of {total} point x seed(s) submitted; then `sbt-batch collect {run.path}` "
                       f"(or `sbt-batch sweep-report {sweep.out}`)")
@@ -53,11 +54,12 @@ def sweep_report_cmd(
     allow_partial: bool = typer.Option(True, "--allow-partial/--complete", help="Report the finished points when some are missing."),
 ) -> None:
     """Comparison table (mean ± std over seeds, seed ensembles), baseline-error bars, best ROC curves, best.yaml."""
-    from sbt_batch.cnn.sweep import print_summary, sweep_report
+    from sbt_batch.cnn.sweep import summary_renderables, sweep_report
     from sbt_batch.common.console import console
 
     result = sweep_report(run, output, allow_missing=allow_partial)
-    print_summary(result)
+    for item in summary_renderables(result):
+        console.print(item)
     console.print(f"wrote {result['output']}/sweep.md, sweep.csv, sweep.json, baseline_error.png, roc_best.png, best.yaml")
 
 

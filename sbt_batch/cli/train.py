@@ -8,7 +8,8 @@ from typing import Any
 import typer
 
 from sbt_batch.cli.app import app
-from sbt_batch.common.console import console
+from sbt_batch.common.console import console, err_console
+from sbt_batch.common.optional import check
 
 _FILES = "HDF5 file from 'sbt-batch convert'; repeat the option, give a comma list or quote a glob ('data/*.hdf5')."
 
@@ -53,6 +54,7 @@ def train_cmd(
     augment: str | None = typer.Option(None, help="Random symmetry per event and step: none (default) | phi (roll) | eta (reflect) | full."),
     tta: str | None = typer.Option(None, help="Test-time average at evaluate/export over: none (default) | phi | eta | full."),
     split_seed: int | None = typer.Option(None, help="Seed of the event subset and split [--seed]; fix it to compare seeds on one split."),
+    inputs: str | None = typer.Option(None, help="Image channels: et (default) | et,et_over_rho (adds ET / rho of the event, offlineRho)."),
     ranks: int | None = typer.Option(None, "--ranks", help="Train on N Horovod ranks on this machine (see --launcher)."),
     launcher: str = typer.Option("gloo", "--launcher", help="For --ranks: gloo (horovodrun --gloo) | mpi (mpirun)."),
 ) -> None:
@@ -60,6 +62,7 @@ def train_cmd(
 
     Exit code 75 means SIGTERM arrived: a checkpoint was saved; requeue with --resume RUN_DIR.
     """
+    check("tensorflow", "sbt-batch train")  # before any data is read (no import: --help and bad options stay fast)
     from sbt_batch.cnn.train import train
 
     opts: dict[str, Any] = {k: v for k, v in locals().items()
@@ -74,12 +77,12 @@ def train_cmd(
 
         from sbt_batch.cnn.launch import launch_local
 
-        if launch_local(ranks, launcher, sys.argv[1:], opts, config, resume):
+        if launch_local(ranks, launcher, sys.argv[1:], opts, config, resume, notify=_say):
             return
     if resume is not None:
-        result = train(resume=str(resume), **{k: v for k, v in opts.items() if k not in ("signal", "background")})
+        result = train(resume=str(resume), notify=_say, **{k: v for k, v in opts.items() if k not in ("signal", "background")})
     else:
-        result = train(spec=config, **opts)
+        result = train(spec=config, notify=_say, **opts)
     last = result.history[-1] if result.history else {}
     from sbt_batch.common.launchenv import launch_info
 
@@ -98,6 +101,8 @@ def evaluate_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder [RUN_DIR/eval]."),
 ) -> None:
     """Accuracy, baseline error, ROC/AUC, rejection at 50%/80% signal efficiency, plots and metrics.json."""
+    for module in ("tensorflow", "matplotlib"):
+        check(module, "sbt-batch evaluate")
     from sbt_batch.cnn.evaluate import evaluate_run
     from sbt_batch.cnn.prepare import expand_paths
 
@@ -117,6 +122,7 @@ def compare_cmd(
     out: Path = typer.Option(Path("compare"), "--out", "-o", help="Output folder for roc and baseline_error plots."),
 ) -> None:
     """Overlay ROC curves, draw the baseline-error bar chart and print a table."""
+    check("matplotlib", "sbt-batch compare")
     from sbt_batch.cnn.evaluate import compare_runs
 
     rows = compare_runs(run_dirs, out)
@@ -143,6 +149,11 @@ def export_cmd(
         console.print(f"node names stored in {info['nodes']}")
     if "images" in info:
         console.print(f"{info['images']} images, labels in {info['labels']}")
+
+
+def _say(line: str) -> None:
+    """Print one of the training's progress lines (epoch summaries, resuming, early stopping) on stderr."""
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:

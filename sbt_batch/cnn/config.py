@@ -30,7 +30,7 @@ _NUMERIC = (("epochs", int, 1), ("batch_size", int, 1), ("seed", int, 0), ("max_
 _OPTIONAL = {"max_events", "lr", "early_stopping", "max_steps", "split_seed"}
 _POSITIVE = {"lr", "lr_decay", "log1p_scale"}  # must be > 0
 _TEXT = ("model", "out", "norm", "negative", "output", "optimizer", "lr_schedule", "balance", "cache", "resume",
-         "padding", "augment", "tta")
+         "padding", "augment", "tta", "inputs")
 
 
 class TrainingInterrupted(UserError):
@@ -79,6 +79,7 @@ class TrainConfig:
     augment: str = "none"  # none | phi (random roll by whole towers) | eta (random reflection) | full (both); seeded per step
     tta: str = "none"  # test-time average over none | phi | eta | full at evaluate/export
     split_seed: int | None = None  # seed of the event subset and the split (default: --seed); fix it to compare seeds
+    inputs: str = "et"  # image channels: et | et,et_over_rho (a second channel ET / rho of the event, offlineRho)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -106,6 +107,7 @@ class TrainConfig:
             if value is None and name in _OPTIONAL:
                 continue
             flag = f"--{name.replace('_', '-')}"
+            val: bool | int | float
             try:
                 if kind is bool:
                     if not isinstance(value, bool):
@@ -131,6 +133,7 @@ class TrainConfig:
         if self.balance not in DS.BALANCES:
             raise UserError(f"--balance: unknown mode '{self.balance}' (choose from {', '.join(DS.BALANCES)})")
         D.check_preprocess_options(self.norm, self.negative)
+        self.inputs = D.check_inputs(self.inputs, self.rgb)
         D.parse_split(self.split)
         from sbt_batch.cnn.models import check_model
 

@@ -39,7 +39,7 @@ class Context(Protocol):
         ...
 
     # Optional: ``lr_multiplier(epoch) -> float``; when present the loop multiplies the scheduled
-    # learning rate by it (for example ``size`` after a warm-up, as DESIGN.md describes for Horovod).
+    # learning rate by it (for example ``size`` after a warm-up, as docs/horovod.md describes).
 
 
 class SingleProcess:
@@ -72,9 +72,7 @@ class SingleProcess:
 
 def detect() -> Context:
     """The context for this process: Horovod when launched with several ranks, else single-process."""
-    try:
-        from sbt_batch.cnn import horovod as hvd  # added by the Horovod integration
-    except ImportError:
-        return SingleProcess()
-    ctx = getattr(hvd, "detect", lambda: None)()
+    from sbt_batch.cnn import horovod  # cheap: Horovod itself is imported only when there are several ranks
+
+    ctx = horovod.detect()
     return ctx if ctx is not None else SingleProcess()

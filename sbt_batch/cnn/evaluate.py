@@ -22,11 +22,10 @@ from sbt_batch.common.rundir import RunDir
 
 def load_run_model(run: RunDir) -> Any:
     """Load RUN_DIR/model.keras (a damaged file is one line naming it)."""
-    from sbt_batch.common.console import import_tensorflow
+    from sbt_batch.common.console import import_keras
 
     run.require("model")
-    import_tensorflow()
-    import keras
+    keras = import_keras("sbt-batch evaluate")
 
     try:
         from sbt_batch.cnn.models import custom_objects
@@ -213,7 +212,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare") ->
     runs = [RunDir(Path(r)).require("config") for r in run_dirs]
     cfgs = [r.read_config("model") for r in runs]
     names = [str(c.get("model")) for c in cfgs]
-    rows, curves = [], []
+    rows: list[dict[str, Any]] = []
+    curves = []
     for run, cfg in zip(runs, cfgs):
         if not (run.eval / "metrics.json").exists() or not (run.eval / "roc.npz").exists():
             evaluate_run(run.path)

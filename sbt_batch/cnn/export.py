@@ -15,20 +15,31 @@ from typing import Any
 
 import numpy as np
 
+from sbt_batch.common.console import import_tensorflow
 from sbt_batch.common.errors import UserError
 from sbt_batch.common.fileio import atomic_dir, atomic_path, staged_dir, write_json_atomic
+from sbt_batch.common.optional import check, require
 from sbt_batch.common.provenance import record_export
 from sbt_batch.common.rundir import RunDir
 
 FORMATS = ("savedmodel", "frozen-pb", "onnx", "jpeg")
 INPUT_NAME = "input"
+# the optional packages each format needs (import names); the model itself needs TensorFlow
+NEEDS = {"savedmodel": ("tensorflow",), "frozen-pb": ("tensorflow",), "onnx": ("tensorflow", "tf2onnx", "onnx"),
+         "jpeg": ("PIL",)}
+
+
+def needs(fmt: str) -> tuple[str, ...]:
+    """The optional packages (import names) that exporting in ``fmt`` needs; () for an unknown format."""
+    return NEEDS.get(fmt, ())
+
+
+def _purpose(fmt: str) -> str:
+    return f"sbt-batch export --format {fmt}"
 
 
 def _concrete(model: Any) -> tuple[Any, Any]:
-    from sbt_batch.common.console import import_tensorflow
-
-    tf = import_tensorflow()
-
+    tf = import_tensorflow("sbt-batch export")
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)
     fn = tf.function(lambda t: model(t, training=False))
     return fn, spec
@@ -51,7 +62,7 @@ def _info(run: RunDir, model: Any, inputs: list[str], outputs: list[str], fmt: s
 
 def export_savedmodel(model: Any, target: Path) -> Path:
     """A TensorFlow SavedModel folder with a ``serve`` signature."""
-    import tensorflow as tf
+    tf = import_tensorflow(_purpose("savedmodel"))
 
     _fn, spec = _concrete(model)
     module = tf.Module()
@@ -64,8 +75,9 @@ def export_savedmodel(model: Any, target: Path) -> Path:
 
 def export_frozen_pb(model: Any, target: Path) -> tuple[Path, list[str], list[str]]:
     """A frozen GraphDef (variables folded into constants); returns (path, input names, output names)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    tf = import_tensorflow(_purpose("frozen-pb"))
+    convert_variables_to_constants_v2 = require("tensorflow.python.framework.convert_to_constants",
+                                                _purpose("frozen-pb")).convert_variables_to_constants_v2
 
     fn, spec = _concrete(model)
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function(spec))
@@ -79,7 +91,7 @@ def export_frozen_pb(model: Any, target: Path) -> tuple[Path, list[str], list[st
 
 def export_onnx(model: Any, target: Path, opset: int = 17) -> tuple[Path, list[str], list[str]]:
     """An ONNX model through tf2onnx.convert.from_function (from_keras fails with Keras 3)."""
-    import tf2onnx
+    tf2onnx = require("tf2onnx", _purpose("onnx"))
 
     fn, spec = _concrete(model)
     with atomic_path(target, suffix=".onnx") as tmp:
@@ -89,12 +101,11 @@ def export_onnx(model: Any, target: Path, opset: int = 17) -> tuple[Path, list[s
 
 def export_jpeg(run: RunDir, target: Path, max_images: int | None = None, quality: int = 95) -> tuple[Path, int]:
     """The run's train/val/test images as viridis JPEGs (``train_images/<i>_train.jpeg``...) plus labels.csv."""
-    from PIL import Image
-
     from sbt_batch.cnn import prepare as D
     from sbt_batch.cnn import stream as DS
     from sbt_batch.cnn.evaluate import run_stream
 
+    Image = require("PIL.Image", _purpose("jpeg"))
     stream, _ids, split = run_stream(run)
     assert split is not None
     grey = dataclasses.replace(stream.prep, rgb=False)  # normalized grey images, colored below
@@ -131,6 +142,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, max
         raise UserError(f"--format: unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
     if max_images is not None and max_images < 0:
         raise UserError(f"--max-images: must be at least 0, got {max_images}")
+    for module in needs(fmt):  # a light install learns what to install before any work
+        check(module, _purpose(fmt))
     run = RunDir(Path(run_dir)).require("config", "model")
     out_dir = Path(out) if out else run.export
     if fmt == "jpeg":

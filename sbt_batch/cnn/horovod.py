@@ -20,25 +20,26 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.common.console import log
+from sbt_batch.common.console import import_tensorflow, log
 from sbt_batch.common.errors import UserError
 from sbt_batch.common.launchenv import Launch, launch_info
+from sbt_batch.common.optional import install_hint, require
 
-INSTALL_HINT = "build and install it with: bash scripts/build-horovod.sh"
+PURPOSE = "training on several ranks"  # what the install hint names when Horovod is missing
 WARMUP_ENV = "SBT_BATCH_LR_WARMUP_EPOCHS"  # default warm-up when the loop does not pass one
 SCALING_ENV = "SBT_BATCH_LR_SCALING"  # "linear" (default) or "none"
 
 
-def import_horovod() -> Any:
+def import_horovod(purpose: str = PURPOSE) -> Any:
     """``horovod.tensorflow``, or a UserError that says how to install it."""
+    import_tensorflow(purpose)  # TensorFlow first: its start-up lines filtered, its own install hint
     try:
-        import horovod.tensorflow as hvd
-    except ImportError as exc:
-        raise UserError(f"Horovod is not installed or does not load ({exc}); {INSTALL_HINT}") from None
+        return require("horovod.tensorflow", purpose)
+    except UserError:
+        raise
     except Exception as exc:  # a build against another TensorFlow fails with NotFoundError/OSError
-        raise UserError(f"Horovod does not load with this TensorFlow ({type(exc).__name__}: {exc}); "
-                        f"rebuild it: {INSTALL_HINT}") from None
-    return hvd
+        raise UserError(f"{purpose}: Horovod does not load with this TensorFlow ({type(exc).__name__}: {exc}); "
+                        f"rebuild it: {install_hint('horovod')}") from None
 
 
 def detect(env: Mapping[str, str] | None = None) -> HorovodContext | None:
@@ -136,7 +137,7 @@ class HorovodContext:
 
     def average(self, value: float) -> float:
         """The mean of a Python scalar over ranks (eager)."""
-        import tensorflow as tf
+        tf = import_tensorflow(PURPOSE)
 
         out = self._hvd.allreduce(tf.constant(float(value), tf.float64), op=self._hvd.Average, name="sbt_average")
         return float(out.numpy())
@@ -147,7 +148,7 @@ class HorovodContext:
 
     def check_synchronized(self, variables: list[Any] | None = None) -> str:
         """Digest of the variables, raising if any rank holds different values (collective: call on all ranks)."""
-        import tensorflow as tf
+        tf = import_tensorflow(PURPOSE)
 
         digest = weights_digest(variables if variables is not None else self._variables)
         mine = tf.constant([int(digest[:12], 16)], tf.int64)
@@ -183,8 +184,7 @@ def _pin_gpu(local_rank: int) -> None:
     """Give this rank one GPU (local rank modulo GPUs) unless CUDA_VISIBLE_DEVICES already chose."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         return
-    import tensorflow as tf
-
+    tf = import_tensorflow(PURPOSE)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         gpu = gpus[local_rank % len(gpus)]
@@ -200,7 +200,7 @@ def build_info() -> dict[str, Any]:
     try:
         info["version"] = metadata.version("horovod")
     except metadata.PackageNotFoundError:
-        return {"error": f"Horovod is not installed; {INSTALL_HINT}"}
+        return {"error": f"Horovod is not installed; install it with: {install_hint('horovod')}"}
     try:
         hvd = import_horovod()
     except UserError as exc:

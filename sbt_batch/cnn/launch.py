@@ -13,12 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sbt_batch.common.console import err_console, log
+from sbt_batch.common.console import log
 from sbt_batch.common.errors import EXIT_REQUEUE, UserError
+from sbt_batch.common.optional import install_hint, require
 
 LAUNCHERS = ("gloo", "mpi")
 ROOT_MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
@@ -30,19 +31,15 @@ def mpi_root_env() -> dict[str, str]:
 
 
 def check_horovod() -> None:
-    """Raise a one-line UserError unless Horovod and horovodrun are installed in this Python."""
-    try:
-        import horovod
-    except ImportError:
-        raise UserError("--ranks: Horovod is not installed in this Python; "
-                        "build and install it with: bash scripts/build-horovod.sh") from None
+    """Raise a one-line UserError unless Horovod is installed in this Python (imported: a broken one fails here)."""
+    require("horovod", "--ranks")
 
 
 def _tool(name: str) -> str:
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
     if not found:
-        hint = "install Open MPI (apt-get install openmpi-bin)" if name == "mpirun" else "bash scripts/build-horovod.sh"
+        hint = "install Open MPI (apt-get install openmpi-bin)" if name == "mpirun" else install_hint("horovod")
         raise UserError(f"--launcher: '{name}' not found; {hint}")
     return found
 
@@ -108,8 +105,12 @@ def in_rank() -> bool:
 
 
 def launch_local(ranks: int, launcher: str, argv: Sequence[str], options: dict[str, Any],
-                 spec: str | Path | None = None, resume: str | Path | None = None) -> bool:
-    """Start ``sbt-batch ARGV`` on ``ranks`` local ranks and wait; False when this process should train itself."""
+                 spec: str | Path | None = None, resume: str | Path | None = None,
+                 notify: Callable[[str], None] | None = None) -> bool:
+    """Start ``sbt-batch ARGV`` on ``ranks`` local ranks and wait; False when this process should train itself.
+
+    ``notify`` receives the line that says how the ranks start (the CLI prints it on stderr).
+    """
     from sbt_batch.common.launchenv import launch_info
 
     if ranks < 1:
@@ -128,7 +129,10 @@ def launch_local(ranks: int, launcher: str, argv: Sequence[str], options: dict[s
     n_train, batch = training_events(options, spec, resume)
     check_shards(ranks, n_train, batch)
     cmd = launcher_argv(ranks, launcher, [sys.executable, "-m", "sbt_batch", *argv])
-    err_console.print(f"starting {ranks} ranks: {' '.join(cmd[: cmd.index(sys.executable)])} ...", highlight=False, soft_wrap=True)
+    line = f"starting {ranks} ranks: {' '.join(cmd[: cmd.index(sys.executable)])} ..."
+    log.info(line)
+    if notify is not None:
+        notify(line)
     rc, signalled = run_forwarding(cmd, rank_env(ranks))
     if rc == 0:
         return True
@@ -190,84 +194,3 @@ def run_forwarding(cmd: list[str], env: dict[str, str]) -> tuple[int, bool]:
         for s, h in old.items():
             signal.signal(s, h)
     return rc, "signal" in got
-
-
-# --------------------------------------------------------------------------- batch jobs
-
-BATCH_LAUNCHERS = ("srun", "mpirun")
-
-
-def batch_plan(backend: str, nodes: int | None = None, ntasks_per_node: int | None = None,
-               ntasks: int | None = None, gpus_per_node: int | None = None, mpi: str = "srun") -> dict[str, Any]:
-    """How ``submit train`` starts several ranks: SubmitOptions fields plus extra train arguments.
-
-    Returns ``{"launcher": [...], "nodes": N, "ntasks": total, "gpus": G, "train_args": [...]}``:
-    Slurm puts ``srun --mpi=pmix`` (or ``mpirun`` inside the allocation) before the task wrapper; HTCondor
-    runs one job on one machine that starts its ranks itself (``train --ranks T``), or with ``--nodes N``
-    a parallel-universe job whose node wrapper starts T ranks per node (:mod:`sbt_batch.batch.backends.condor_parallel`).
-    """
-    from sbt_batch.batch.resources import check_count
-
-    for value, option in ((nodes, "--nodes"), (ntasks_per_node, "--ntasks-per-node"), (ntasks, "--ntasks")):
-        check_count(value, option, 1)
-    check_count(gpus_per_node, "--gpus-per-node", 0)
-    if mpi not in BATCH_LAUNCHERS:
-        raise UserError(f"--mpi-launcher: unknown launcher '{mpi}' (choose from {', '.join(BATCH_LAUNCHERS)})")
-    n_nodes = nodes or 1
-    if ntasks is not None and ntasks_per_node is not None and ntasks != n_nodes * ntasks_per_node:
-        raise UserError(f"--ntasks {ntasks}: differs from --nodes {n_nodes} x --ntasks-per-node {ntasks_per_node}")
-    per_node = ntasks_per_node or (gpus_per_node if gpus_per_node and ntasks is None else None)
-    total = ntasks if ntasks is not None else n_nodes * (per_node or 1)
-    plan: dict[str, Any] = {"launcher": [], "nodes": nodes, "ntasks": None, "gpus": gpus_per_node, "train_args": []}
-    if total <= 1 and n_nodes <= 1:
-        return plan
-    if backend == "slurm":
-        plan["ntasks"] = total
-        plan["launcher"] = (["srun", "--mpi=pmix", "--kill-on-bad-exit=1"] if mpi == "srun" else
-                            ["mpirun", "--bind-to", "none", "--map-by", "slot",
-                             *(["--allow-run-as-root"] if os.geteuid() == 0 else [])])
-    elif backend == "condor":
-        if n_nodes > 1:  # parallel universe: `sbt-batch task condor-node` starts each node's ranks (Gloo)
-            if total % n_nodes:
-                raise UserError(f"--ntasks {total}: HTCondor starts the same number of ranks on each of the "
-                                f"--nodes {n_nodes}; use a multiple of {n_nodes} or --ntasks-per-node")
-            plan["ntasks"] = total
-            plan["cpus_min"] = total // n_nodes
-            return plan
-        plan["train_args"] = ["--ranks", str(total), "--launcher", "gloo"]
-        plan["cpus_min"] = total
-    elif backend == "local":
-        if n_nodes > 1:
-            raise UserError(f"--nodes {n_nodes}: the local backend runs on this machine only")
-        plan["train_args"] = ["--ranks", str(total), "--launcher", "gloo"]
-    else:
-        raise UserError(f"--backend: unknown backend '{backend}'")
-    return plan
-
-
-def train_submit_settings(opts: dict[str, Any], argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """``submit train``: turn --nodes/--ntasks/--ntasks-per-node/--gpus-per-node/--mpi-launcher into submit options.
-
-    Returns the submit options (with ``launcher``, ``nodes``, ``ntasks``, ``gpus`` set) and the train argv.
-    """
-    from sbt_batch.batch.profiles import load_profile
-
-    opts = dict(opts)
-    nodes, ntasks = opts.pop("nodes", None), opts.pop("ntasks", None)
-    per_node, gpus_per_node = opts.pop("ntasks_per_node", None), opts.pop("gpus_per_node", None)
-    mpi = opts.pop("mpi_launcher", None) or "srun"
-    if any(a == "--ranks" or a.startswith("--ranks=") for a in argv) and (nodes or ntasks or per_node):
-        raise UserError("--ranks: give the rank count to submit (--ntasks or --nodes/--ntasks-per-node), not to train")
-    profile = load_profile(opts.get("site"))
-    backend = opts.get("backend") or profile.get("backend") or "local"
-    plan = batch_plan(backend, nodes, per_node, ntasks, gpus_per_node, mpi)
-    if backend == "condor":  # settings a parallel-universe job cannot run with: one line before the run exists
-        from sbt_batch.batch.backends.condor import check_parallel
-
-        check_parallel(plan["nodes"] or 1, profile.get("condor") or {}, opts.get("image") or profile.get("image"))
-    opts.update(launcher=plan["launcher"], nodes=plan["nodes"], ntasks=plan["ntasks"])
-    if gpus_per_node is not None:
-        opts["gpus"] = gpus_per_node
-    if plan.get("cpus_min") and (opts.get("cpus") or 0) < plan["cpus_min"]:
-        opts["cpus"] = plan["cpus_min"]
-    return opts, [*argv, *plan["train_args"]]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sbt_batch.common.console import import_keras
 from sbt_batch.common.errors import UserError
 
 OUTPUTS = ("softmax", "sigmoid")
@@ -32,17 +33,24 @@ class ModelSpec:
 
     name: str
     description: str
-    layers: Callable[[Any], list[Any]]
+    layers: Callable[..., list[Any]]
+    takes_padding: bool = False  # layers(keras, padding=...) pads itself (else PhiPad goes before each 3x3 conv)
 
 
 MODELS: dict[str, ModelSpec] = {}
+PURPOSE = "building a CNN"  # what the install hint names when Keras is missing
+
+LayerFactory = Callable[..., list[Any]]
 
 
-def register(name: str, description: str) -> Callable[[Callable[[Any], list[Any]]], Callable[[Any], list[Any]]]:
-    """Decorator: register a function ``f(keras) -> [layers]`` (everything between input and output)."""
+def register(name: str, description: str, takes_padding: bool = False) -> Callable[[LayerFactory], LayerFactory]:
+    """Decorator: register a function ``f(keras) -> [layers]`` (everything between input and output).
 
-    def wrap(fn: Callable[[Any], list[Any]]) -> Callable[[Any], list[Any]]:
-        MODELS[name] = ModelSpec(name, description, fn)
+    With ``takes_padding`` the function is called as ``f(keras, padding=...)`` and handles ``--padding`` itself.
+    """
+
+    def wrap(fn: LayerFactory) -> LayerFactory:
+        MODELS[name] = ModelSpec(name, description, fn, takes_padding)
         return fn
 
     return wrap
@@ -108,7 +116,7 @@ def build_model(name: str, input_shape: tuple[int, int, int], output: str = "sof
     ``padding`` 'circular' / 'circular-reflect' puts a :class:`PhiPad` (phi periodic, eta zero / reflected)
     before every 3x3 convolution; 'valid' (the default) builds the notebook's models unchanged.
     """
-    import keras
+    keras = import_keras(PURPOSE)
 
     check_model(name, output)
     head = keras.layers.Dense(2, activation="softmax") if output == "softmax" else keras.layers.Dense(1, activation="sigmoid")
@@ -129,7 +137,7 @@ def _padded(keras: Any, spec: ModelSpec, padding: str) -> list[Any]:
     from sbt_batch.cnn.symmetry import check_padding, keras_layers, pad_modes
 
     check_padding(padding)
-    if getattr(spec.layers, "takes_padding", False):
+    if spec.takes_padding:
         return spec.layers(keras, padding=padding)
     layers = spec.layers(keras)
     if padding == "valid":
@@ -143,7 +151,8 @@ def _padded(keras: Any, spec: ModelSpec, padding: str) -> list[Any]:
     return out
 
 
-@register("res3", "three residual blocks (16, 32, 32 filters; 3x3 convs, 2x2 max-pools), flatten, dense: ~42k parameters")
+@register("res3", "three residual blocks (16, 32, 32 filters; 3x3 convs, 2x2 max-pools), flatten, dense: ~42k parameters",
+          takes_padding=True)
 def _res3(keras: Any, padding: str = "valid") -> list[Any]:
     from sbt_batch.cnn.symmetry import keras_layers, pad_modes
 
@@ -161,8 +170,6 @@ def _res3(keras: Any, padding: str = "valid") -> list[Any]:
     ]
 
 
-_res3.takes_padding = True  # type: ignore[attr-defined]
-
 
 def custom_objects() -> dict[str, Any]:
     """Custom layers a saved model.keras may hold (pass to ``keras.models.load_model``)."""
@@ -173,7 +180,7 @@ def custom_objects() -> dict[str, Any]:
 
 def model_cost(model: Any) -> dict[str, int]:
     """Trainable parameters and multiply-accumulates per image of a built model (convolutions and dense layers)."""
-    import keras
+    keras = import_keras(PURPOSE)
 
     macs = 0
 
@@ -193,7 +200,7 @@ def model_cost(model: Any) -> dict[str, int]:
 
 def _flat_layers(model: Any) -> list[Any]:
     """Every leaf layer of a Sequential model, looking inside residual blocks (output shapes recorded)."""
-    import keras
+    keras = import_keras(PURPOSE)
 
     out = []
     shape = model.input_shape

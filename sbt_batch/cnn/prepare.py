@@ -14,6 +14,8 @@ import numpy as np
 from sbt_batch.common.errors import InputFileError, UserError, one_line
 
 DATASET = "gTowerEt"
+RHO_DATASET = "offlineRho"  # (N,) per-event pile-up density beside gTowerEt (sbt-batch convert)
+INPUTS = ("et", "et,et_over_rho")  # --inputs: image channels (ET; ET and ET / rho)
 SIGNAL, BACKGROUND = 1, 0
 NORMS = ("none", "log1p", "standardize", "max")
 NEGATIVES = ("clip", "keep")
@@ -258,7 +260,8 @@ def save_split(path: Path, split: dict[str, np.ndarray], sources: Sequence[Image
 
     files = json.dumps([{"path": str(s.path), "label": s.label, "n": s.n} for s in sources])
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, files=np.array(files), **split)
+        arrays: dict[str, Any] = {"files": np.array(files), **split}
+        np.savez(fh, **arrays)
 
 
 def load_split(path: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
@@ -300,7 +303,12 @@ def to_rgb_uint8(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Preprocess:
-    """Crop rows and normalize raw ET images (MeV); stats for ``standardize`` come from the train split."""
+    """Crop rows and normalize raw ET images (MeV); stats for ``standardize`` come from the train split.
+
+    With ``inputs`` 'et,et_over_rho' a second channel holds ET / rho of the event (``offlineRho``),
+    normalized on its own (``mean2``/``std2`` for standardize; log1p without the MeV scale; max per image).
+    An event with rho <= 0 or not finite (no pile-up estimate) gets an all-zero ET / rho channel (before normalization).
+    """
 
     rows: list[int]
     norm: str = "log1p"
@@ -309,11 +317,19 @@ class Preprocess:
     rgb: bool = False
     mean: float = 0.0
     std: float = 1.0
+    inputs: str = "et"
+    mean2: float = 0.0  # standardize stats of the ET / rho channel
+    std2: float = 1.0
+
+    @property
+    def uses_rho(self) -> bool:
+        """Whether the input needs each event's rho (the ET / rho channel)."""
+        return self.inputs == "et,et_over_rho"
 
     @property
     def channels(self) -> int:
-        """Image channels (1 grey, 3 RGB)."""
-        return 3 if self.rgb else 1
+        """Image channels (1 grey, 3 RGB, 2 for ET and ET / rho)."""
+        return 3 if self.rgb else 2 if self.uses_rho else 1
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -330,27 +346,43 @@ class Preprocess:
         """Apply the negative-ET policy to cropped raw images."""
         return np.maximum(x, 0.0) if self.negative == "clip" else x
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Normalize cropped raw images (N, R, 32) into model input (N, R, 32, C) float32."""
+    def over_rho(self, x: np.ndarray, rho: np.ndarray) -> np.ndarray:
+        """Raw ET / rho (N, R, 32) after the negative-ET policy; zero for events whose rho is <= 0 or not finite."""
+        rho = np.asarray(rho, dtype=np.float32).reshape(-1, 1, 1)
+        ok = np.isfinite(rho) & (rho > 0)
+        return np.where(ok, self.signed(np.asarray(x, np.float32)) / np.where(ok, rho, np.float32(1.0)),
+                        np.float32(0.0)).astype(np.float32)
+
+    def apply(self, x: np.ndarray, rho: np.ndarray | None = None) -> np.ndarray:
+        """Normalize cropped raw images (N, R, 32) into model input (N, R, 32, C) float32 (``rho`` (N,) for ET / rho)."""
+        if self.uses_rho:
+            if rho is None:
+                raise UserError(f"--inputs {self.inputs}: needs the events' '{RHO_DATASET}'")
+            ratio = self._normalize(self.over_rho(x, rho), 1.0, self.mean2, self.std2)
+            return np.stack([self._normalize(x, self.scale, self.mean, self.std), ratio], axis=-1)
+        x = self._normalize(x, self.scale, self.mean, self.std)
+        if self.rgb:
+            return to_rgb_uint8(x).astype(np.float32) / np.float32(255.0)
+        return x[..., None]
+
+    def _normalize(self, x: np.ndarray, scale: float, mean: float, std: float) -> np.ndarray:
+        """One channel (N, R, 32): the negative policy, then ``norm`` (log1p(x / scale), standardize, max)."""
         x = np.array(x, dtype=np.float32)  # a private copy, then in-place arithmetic
         if self.negative == "clip":
             np.maximum(x, 0.0, out=x)
         if self.norm == "log1p":
             if self.negative == "clip":
-                x *= np.float32(1.0 / self.scale)
+                x *= np.float32(1.0 / scale)
                 np.log1p(x, out=x)
             else:
-                x = np.sign(x) * np.log1p(np.abs(x) / np.float32(self.scale))
+                x = np.sign(x) * np.log1p(np.abs(x) / np.float32(scale))
         elif self.norm == "standardize":
-            x -= np.float32(self.mean)
-            x /= np.float32(self.std)
+            x -= np.float32(mean)
+            x /= np.float32(std)
         elif self.norm == "max":
             m = x.max(axis=(1, 2), keepdims=True)
             x /= np.where(m > 0, m, np.float32(1.0))
-        x = x.astype(np.float32, copy=False)
-        if self.rgb:
-            return to_rgb_uint8(x).astype(np.float32) / np.float32(255.0)
-        return x[..., None]
+        return x.astype(np.float32, copy=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for config.yaml."""
@@ -360,10 +392,30 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], n_rows: int = 10**6) -> Preprocess:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (runs from before ``inputs`` existed read as ET only)."""
         d = dict(d)
         d["rows"] = parse_rows(d["rows"], n_rows)
         return cls(**d)
+
+
+def check_inputs(inputs: str, rgb: bool) -> str:
+    """The ``--inputs`` value in its canonical form ('et' or 'et,et_over_rho'), or a one-line UserError."""
+    canon = ",".join(p.strip() for p in str(inputs).split(",") if p.strip())
+    if canon not in INPUTS:
+        raise UserError(f"--inputs: unknown inputs '{inputs}' (choose from {', '.join(INPUTS)})")
+    if rgb and canon != "et":
+        raise UserError(f"--inputs: '{canon}' cannot be combined with --rgb (RGB colours one ET channel)")
+    return canon
+
+
+def check_rho(sources: Sequence[ImageFile]) -> None:
+    """Raise an InputFileError for the first file without an (N,) ``offlineRho`` beside its images."""
+    for src in sources:
+        with open_h5(src.path) as f:
+            if RHO_DATASET not in f:
+                raise InputFileError(src.path, f"no '{RHO_DATASET}' dataset (needed by --inputs et,et_over_rho)")
+            if f[RHO_DATASET].shape != (src.n,):
+                raise InputFileError(src.path, f"'{RHO_DATASET}' has shape {f[RHO_DATASET].shape}, expected ({src.n},)")
 
 
 def check_preprocess_options(norm: str, negative: str) -> None:

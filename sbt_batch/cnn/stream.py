@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.cnn.prepare import EventIndex, Preprocess, open_h5, read_block
+from sbt_batch.cnn.prepare import RHO_DATASET, EventIndex, Preprocess, open_h5, read_block
 from sbt_batch.common.errors import InputFileError, UserError
 
 DATASET = "gTowerEt"
@@ -37,6 +37,7 @@ class EventStream:
         self._lock = threading.Lock()
         self._cache_ids: np.ndarray | None = None
         self._cache: np.ndarray | None = None
+        self._rho: dict[int, np.ndarray] = {}  # file index -> its whole offlineRho (4 bytes per event)
         self.failure: UserError | None = None  # the last read error (tf.data wraps it)
 
     def _ds(self, i: int) -> Any:
@@ -70,6 +71,29 @@ class EventStream:
                 out[part_s] = block
         return out if inner is None else out[:, inner]
 
+    def read_rho(self, ids: np.ndarray) -> np.ndarray:
+        """Each event's rho (``offlineRho``, MeV) for ``ids`` in the given order (a file's rho is read once)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        files, rows = self.index.locate(ids)
+        out = np.empty(len(ids), dtype=np.float32)
+        for fi in np.unique(files):
+            i = int(fi)
+            if i not in self._rho:
+                path = self.index.sources[i].path
+                self._ds(i)  # opens the file once
+                f = self._files[i]
+                if RHO_DATASET not in f:
+                    raise InputFileError(path, f"no '{RHO_DATASET}' dataset (needed by --inputs {self.prep.inputs})")
+                self._rho[i] = read_block(f[RHO_DATASET], path, slice(None)).reshape(-1)
+            sel = files == fi
+            out[sel] = self._rho[i][rows[sel]]
+        return out
+
+    def preprocess(self, ids: np.ndarray) -> np.ndarray:
+        """Model input (N, R, 32, C) for ``ids`` read from the files (never the cache)."""
+        rho = self.read_rho(ids) if self.prep.uses_rho else None
+        return self.prep.apply(self.read_raw(ids), rho)
+
     def read(self, ids: np.ndarray) -> np.ndarray:
         """Model input (N, R, 32, C) for ``ids``: from the cache when it holds them, else from HDF5."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -79,7 +103,7 @@ class EventStream:
             if np.array_equal(self._cache_ids[pos], ids):
                 return self._cache[pos]
         try:
-            return self.prep.apply(self.read_raw(ids))
+            return self.preprocess(ids)
         except UserError as exc:  # inside tf.data the error arrives wrapped; keep it for the caller
             self.failure = exc
             raise
@@ -98,7 +122,7 @@ class EventStream:
         with progress(transient=True) as bar:
             task = bar.add_task("cache", total=len(ids), rate="", visible=show)
             for lo in range(0, len(ids), chunk):
-                cache[lo : lo + chunk] = self.prep.apply(self.read_raw(ids[lo : lo + chunk]))
+                cache[lo : lo + chunk] = self.preprocess(ids[lo : lo + chunk])
                 bar.advance(task, min(chunk, len(ids) - lo))
         self._cache_ids, self._cache = ids, cache
 
@@ -109,6 +133,29 @@ class EventStream:
         self._files.clear()
 
 
+def standardize_ids(ids: np.ndarray, max_events: int = 200_000) -> np.ndarray:
+    """The sorted ``ids`` the standardize statistics read: all, or beyond ``max_events`` every k-th block of 1024."""
+    ids = np.sort(np.asarray(ids, dtype=np.int64))
+    if len(ids) > max_events:
+        blocks = np.array_split(ids, -(-len(ids) // 1024))
+        ids = np.concatenate(blocks[:: -(-len(blocks) // (max_events // 1024))])
+    return ids
+
+
+def _moments(blocks: Any) -> tuple[float, float]:
+    """Mean and std (1.0 when zero) of every value of the float arrays ``blocks``."""
+    s = ss = 0.0
+    n = 0
+    for block in blocks:
+        x = np.asarray(block, dtype=np.float64)
+        s += float(x.sum())
+        ss += float((x * x).sum())
+        n += x.size
+    mean = s / max(n, 1)
+    std = math.sqrt(max(ss / max(n, 1) - mean * mean, 0.0))
+    return mean, std if std > 0 else 1.0
+
+
 def compute_standardize(stream: EventStream, ids: np.ndarray, chunk: int = 8192, max_events: int = 200_000
                         ) -> tuple[float, float]:
     """Mean and std of (negative-policy) cropped ET over ``ids`` (the train split), streamed.
@@ -116,20 +163,16 @@ def compute_standardize(stream: EventStream, ids: np.ndarray, chunk: int = 8192,
     Beyond ``max_events`` only every k-th block of 1024 neighbouring ids is read, so a huge dataset
     costs a few hundred contiguous reads rather than an extra full pass.
     """
-    ids = np.sort(np.asarray(ids, dtype=np.int64))
-    if len(ids) > max_events:
-        blocks = np.array_split(ids, -(-len(ids) // 1024))
-        ids = np.concatenate(blocks[:: -(-len(blocks) // (max_events // 1024))])
-    s = ss = 0.0
-    n = 0
-    for lo in range(0, len(ids), chunk):
-        x = stream.prep.signed(stream.read_raw(ids[lo : lo + chunk])).astype(np.float64)
-        s += float(x.sum())
-        ss += float((x * x).sum())
-        n += x.size
-    mean = s / max(n, 1)
-    std = math.sqrt(max(ss / max(n, 1) - mean * mean, 0.0))
-    return mean, std if std > 0 else 1.0
+    ids = standardize_ids(ids, max_events)
+    return _moments(stream.prep.signed(stream.read_raw(ids[lo : lo + chunk])) for lo in range(0, len(ids), chunk))
+
+
+def compute_standardize_over_rho(stream: EventStream, ids: np.ndarray, chunk: int = 8192,
+                                 max_events: int = 200_000) -> tuple[float, float]:
+    """Mean and std of the ET / rho channel (before normalization) over ``ids``, read as :func:`compute_standardize`."""
+    ids = standardize_ids(ids, max_events)
+    return _moments(stream.prep.over_rho(stream.read_raw(ids[lo : lo + chunk]), stream.read_rho(ids[lo : lo + chunk]))
+                    for lo in range(0, len(ids), chunk))
 
 
 # --------------------------------------------------------------------------- epochs
@@ -209,8 +252,9 @@ def make_tf_dataset(
     (parallel + 1) windows + ``prefetch`` batches, whatever the dataset size. When ``order`` comes
     from :func:`epoch_order` with the same window, every window is read as a few contiguous slices.
     """
-    import tensorflow as tf
+    from sbt_batch.common.console import import_tensorflow
 
+    tf = import_tensorflow("sbt-batch train")
     order = np.asarray(order, dtype=np.int64)
     labels = stream.index.labels
     window = window_events(stream, batch_size, window_batches)

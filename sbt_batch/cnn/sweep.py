@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,7 @@ def sweep_tasks(sweep: Sweep) -> list[Any]:
     """One task per point x seed that is not done yet (``sbt-batch sweep-point --config DIR/train.yaml``)."""
     from sbt_batch.batch.run import Task
 
-    tasks = []
+    tasks: list[Any] = []
     for point in sweep.points:
         for seed in sweep.seeds:
             d = sweep.task_dir(point, seed)
@@ -230,8 +231,11 @@ def record_run(sweep_dir: Path, run_path: Path) -> None:
 # --------------------------------------------------------------------------- one task
 
 
-def run_point(spec: str | Path) -> Path:
-    """One sweep task: train from ``spec`` (resume after a checkpoint, skip when trained), then evaluate."""
+def run_point(spec: str | Path, notify: Callable[[str], None] | None = None) -> Path:
+    """One sweep task: train from ``spec`` (resume after a checkpoint, skip when trained), then evaluate.
+
+    ``notify`` receives the training's progress lines (see :data:`sbt_batch.cnn.train.Notify`).
+    """
     from sbt_batch.cnn.evaluate import evaluate_run
     from sbt_batch.cnn.train import train
     from sbt_batch.common.rundir import RunDir
@@ -243,9 +247,9 @@ def run_point(spec: str | Path) -> Path:
     run = RunDir(Path(out))
     if not run.model.exists():
         if run.latest_checkpoint() is not None or run.config.exists():
-            train(resume=str(run.path), progress=False)
+            train(resume=str(run.path), progress=False, notify=notify)
         else:
-            train(spec=spec)
+            train(spec=spec, notify=notify)
     if not (run.eval / "metrics.json").exists():
         evaluate_run(run.path)
     return run.path
@@ -405,20 +409,16 @@ def _write_report(sweep: Sweep, summaries: list[dict[str, Any]], missing: list[t
 def collect_sweep(run: Any, rows: Any, allow_partial: bool, output: Path | None, problems: list[Any]) -> Any:
     """Collector of batch runs of kind 'sweep': the sweep report of the run's sweep directory."""
     from sbt_batch.batch.collect import CollectResult
-    from sbt_batch.common.console import console
 
     sweep_dir = Path(run.manifest.get("options", {}).get("sweep_dir", ""))
     result = sweep_report(sweep_dir, output, allow_missing=allow_partial)
-    print_summary(result)
-    console.print(f"sweep report: {result['output']}/sweep.md, baseline_error.png, roc_best.png, best.yaml")
-    return CollectResult(None, {"points": len(result["points"])}, [])
+    display = [*summary_renderables(result), f"sweep report: {result['output']}/sweep.md, baseline_error.png, roc_best.png, best.yaml"]
+    return CollectResult(None, {"points": len(result["points"])}, [], display=display)
 
 
-def print_summary(result: dict[str, Any]) -> None:
-    """The comparison table on the console."""
+def summary_renderables(result: dict[str, Any]) -> list[Any]:
+    """The comparison table (and how many point x seeds are missing), as rich renderables for the CLI to print."""
     from rich.table import Table
-
-    from sbt_batch.common.console import console
 
     table = Table(title="sweep (test split, mean ± std over seeds)")
     for col in ("point", "seeds", "AUC", "baseline error %", "rej@50%", "rej@80%", "train s", "ensemble AUC"):
@@ -429,6 +429,7 @@ def print_summary(result: dict[str, Any]) -> None:
                       _fmt(s["baseline_error_percent"], s["baseline_error_percent_std"], 2),
                       _fmt(s["rejection_at_50"], s["rejection_at_50_std"], 1), _fmt(s["rejection_at_80"], s["rejection_at_80_std"], 1),
                       _fmt(s["train_seconds"], s["train_seconds_std"], 1), f"{ens.get('auc', float('nan')):.4f}")
-    console.print(table)
+    out: list[Any] = [table]
     if result["missing"]:
-        console.print(f"{len(result['missing'])} point x seed(s) not done yet")
+        out.append(f"{len(result['missing'])} point x seed(s) not done yet")
+    return out

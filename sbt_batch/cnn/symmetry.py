@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sbt_batch.common.console import import_keras
 from sbt_batch.common.errors import UserError
 
 GROUPS = ("none", "phi", "eta", "full")  # full = phi rotations x eta reflection
@@ -40,7 +41,7 @@ def augment_batch(x: np.ndarray, group: str, rng: np.random.Generator) -> np.nda
         return x
     x = np.asarray(x)
     n, _rows, width = x.shape[0], x.shape[ETA_AXIS], x.shape[PHI_AXIS]
-    shift = rng.integers(0, width, size=n) if group in ("phi", "full") else np.zeros(n, np.int64)
+    shift = np.asarray(rng.integers(0, width, size=n) if group in ("phi", "full") else np.zeros(n), np.int64)
     flip = rng.random(n) < 0.5 if group in ("eta", "full") else np.zeros(n, bool)
     cols = (np.arange(width)[None, :] - shift[:, None]) % width  # rolled phi index per event
     out = np.take_along_axis(x, cols[:, None, :, None].astype(np.int64), axis=PHI_AXIS)
@@ -81,8 +82,8 @@ def averaged_scores(score_fn: Any, x: np.ndarray, group: str) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def keras_layers() -> dict[str, type]:
     """The custom Keras layers (PhiPad, ResidualBlock, SymmetryAverage), registered for model.keras loading."""
-    import keras
-    from keras import ops
+    keras: Any = import_keras("building a CNN")
+    ops = keras.ops
 
     @keras.saving.register_keras_serializable(package="sbt_batch")
     class PhiPad(keras.layers.Layer):
@@ -171,7 +172,6 @@ def with_tta(model: Any, group: str) -> Any:
     """``model`` wrapped so that its output is the average over ``group`` (``model`` itself for 'none')."""
     if group == "none":
         return model
-    import keras
-
+    keras = import_keras("test-time averaging")
     avg = keras_layers()["SymmetryAverage"](model, group)
     return keras.Sequential([keras.Input(model.input_shape[1:]), avg], name=f"{model.name}_tta")

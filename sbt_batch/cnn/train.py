@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,27 @@ from sbt_batch.cnn import prepare as D
 from sbt_batch.cnn import stream as DS
 from sbt_batch.cnn.config import OPTIMIZERS, TrainConfig, TrainingInterrupted, resolve_config
 from sbt_batch.cnn.symmetry import augment_batch, augment_rng
-from sbt_batch.common.console import err_console, log, progress
+from sbt_batch.common.console import import_keras, import_tensorflow, log, progress
 from sbt_batch.common.errors import InputFileError, UserError
 from sbt_batch.common.fileio import atomic_path, new_dir
 from sbt_batch.common.provenance import record_training
 from sbt_batch.common.rundir import RunDir
 
+PURPOSE = "sbt-batch train"  # what the install hint names when TensorFlow is missing
+
+Notify = Callable[[str], None]
+"""Receives each line people read during training (rank 0 only): epoch summaries, resuming, early stopping."""
+
+
+def _quiet(_line: str) -> None:
+    """The default ``notify``: nothing shown (the epoch lines still go to the log and logs/train.log)."""
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
 def _save_checkpoint(path: Path, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
-    arrays = {f"m{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
+    arrays: dict[str, Any] = {f"m{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
     arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, state=np.array(json.dumps(state)), **arrays)
@@ -57,8 +68,7 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any = None) -> dict[str,
 
 
 def _make_optimizer(cfg: TrainConfig) -> Any:
-    import keras
-
+    keras = import_keras(PURPOSE)
     cls_name, _, extra = OPTIMIZERS[cfg.optimizer]
     return getattr(keras.optimizers, cls_name)(learning_rate=cfg.learning_rate(0), **extra)
 
@@ -79,7 +89,7 @@ class Prepared:
 
 
 def prepare_data(cfg: TrainConfig, ctx: Any, split: dict[str, np.ndarray] | None = None,
-                 prep: D.Preprocess | None = None) -> Prepared:
+                 prep: D.Preprocess | None = None, notify: Notify = _quiet) -> Prepared:
     """Open files, choose rows, split, fit normalization and open the event stream (cached when it fits)."""
     sources = D.open_sources(cfg.signal, cfg.background)
     index = D.EventIndex(sources)
@@ -91,12 +101,14 @@ def prepare_data(cfg: TrainConfig, ctx: Any, split: dict[str, np.ndarray] | None
             rows, bad = rows or scan.rows, scan.nonfinite
             if len(bad) and not cfg.drop_nonfinite:
                 raise D.nonfinite_error(index, bad)
-        prep = D.Preprocess(rows, cfg.norm, cfg.negative, float(cfg.log1p_scale), bool(cfg.rgb))
+        prep = D.Preprocess(rows, cfg.norm, cfg.negative, float(cfg.log1p_scale), bool(cfg.rgb), inputs=cfg.inputs)
+    if prep.uses_rho:
+        D.check_rho(sources)
     if split is None:
         split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
         ids = D.limit_events(index.labels, cfg.max_events, split_seed, exclude=bad)
         if len(bad) and ctx.is_root:
-            err_console.print(f"--drop-nonfinite: left out {len(bad)} event(s) with NaN or inf towers", highlight=False)
+            notify(f"--drop-nonfinite: left out {len(bad)} event(s) with NaN or inf towers")
         for c, name in ((D.SIGNAL, "signal"), (D.BACKGROUND, "background")):
             if not np.any(index.labels[ids] == c):
                 raise UserError(f"--{name}: no {name} events in the input files: dataset is empty after filtering")
@@ -105,6 +117,8 @@ def prepare_data(cfg: TrainConfig, ctx: Any, split: dict[str, np.ndarray] | None
     stream = DS.EventStream(index, prep)
     if prep.norm == "standardize" and prep.mean == 0.0 and prep.std == 1.0:
         prep.mean, prep.std = DS.compute_standardize(stream, split["train"])
+        if prep.uses_rho:
+            prep.mean2, prep.std2 = DS.compute_standardize_over_rho(stream, split["train"])
     balance = DS.Balance.from_labels(cfg.balance, index.labels[split["train"]])
     used = np.concatenate([split["train"], split["val"]])
     fits = stream.nbytes(len(used)) <= cfg.cache_limit_mb * 2**20
@@ -148,8 +162,12 @@ class TrainResult:
     model: Any
 
 
-def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, ctx: Any = None, **options: Any) -> TrainResult:
-    """Train one model and write RUN_DIR (see :mod:`sbt_batch.common.rundir`); keyword options override ``config``."""
+def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, ctx: Any = None,
+          notify: Notify | None = None, **options: Any) -> TrainResult:
+    """Train one model and write RUN_DIR (see :mod:`sbt_batch.common.rundir`); keyword options override ``config``.
+
+    ``notify`` receives the lines people read (rank 0 only; the CLI prints them on stderr): see :data:`Notify`.
+    """
     from sbt_batch.cnn.context import detect
 
     ctx = ctx or detect()
@@ -193,20 +211,18 @@ def train(config: TrainConfig | None = None, *, spec: str | Path | None = None, 
     fresh = not resume and ctx.is_root  # a new run directory is removed again if training fails before a checkpoint
     try:
         with new_dir(run.path, keep=_keep) if fresh else contextlib.nullcontext():
-            return _train(cfg, run, bool(resume), split, prep, ctx, stop)
+            return _train(cfg, run, bool(resume), split, prep, ctx, stop, notify or _quiet)
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
 
 
 def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndarray] | None,
-           prep: D.Preprocess | None, ctx: Any, stop: dict[str, bool]) -> TrainResult:
+           prep: D.Preprocess | None, ctx: Any, stop: dict[str, bool], notify: Notify) -> TrainResult:
     """The body of :func:`train` once options are resolved (SIGTERM sets ``stop['flag']``)."""
-    prepared = prepare_data(cfg, ctx, split, prep)  # all input checks happen before TensorFlow loads
-    from sbt_batch.common.console import import_tensorflow
-
-    tf = import_tensorflow()
-    import keras
+    prepared = prepare_data(cfg, ctx, split, prep, notify)  # all input checks happen before TensorFlow loads
+    tf = import_tensorflow(PURPOSE)
+    keras = import_keras(PURPOSE)
 
     from sbt_batch.cnn.models import build_model
 
@@ -231,7 +247,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
     if ckpt is not None:
         state = _load_checkpoint(ckpt, model, optimizer)
     if resume and ctx.is_root:
-        err_console.print(f"resuming {run.path} from {ckpt.name if ckpt else 'the start (no checkpoint yet)'}")
+        notify(f"resuming {run.path} from {ckpt.name if ckpt else 'the start (no checkpoint yet)'}")
     history: list[dict[str, Any]] = state["history"]
 
     def _interrupted() -> bool:
@@ -306,13 +322,13 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, split: dict[str, np.ndar
                     old.unlink(missing_ok=True)
                 run.write_history(history)
                 run.append_log(line)
-                err_console.print(line, highlight=False, soft_wrap=True)
+                notify(line)
             log.info(line)
             if cfg.early_stopping and state["wait"] >= cfg.early_stopping:
                 state["stopped"] = True
                 if ctx.is_root:
                     _save_checkpoint(run.checkpoint_path(epoch + 1), model, optimizer, state)
-                    err_console.print(f"early stopping: val_loss did not improve for {cfg.early_stopping} epochs")
+                    notify(f"early stopping: val_loss did not improve for {cfg.early_stopping} epochs")
                 break
             if _interrupted():
                 raise TrainingInterrupted(f"SIGTERM: checkpoint saved after epoch {epoch + 1} in {run.checkpoints}; "
@@ -335,8 +351,8 @@ def make_steps(model: Any, optimizer: Any, input_shape: tuple[int, ...], output:
 
     Both return (sum of per-event unweighted loss, number of correct predictions) for the batch.
     """
-    import keras
-    import tensorflow as tf
+    tf = import_tensorflow(PURPOSE)
+    keras = import_keras(PURPOSE)
 
     softmax = output == "softmax"
     loss_fn = (keras.losses.SparseCategoricalCrossentropy if softmax else keras.losses.BinaryCrossentropy)(reduction=None)
@@ -397,8 +413,7 @@ def _evaluate_ids(prepared: Prepared, ids: np.ndarray, cfg: TrainConfig, eval_st
         return float("nan"), float("nan")
     mine = np.array_split(ids, ctx.size)[ctx.rank]
     loss = correct = 0.0
-    import tensorflow as tf
-
+    tf = import_tensorflow(PURPOSE)
     with _read_errors(prepared.stream, tf):
         for x, y, _w in DS.make_tf_dataset(prepared.stream, mine, max(cfg.batch_size, 256), None,
                                           cfg.window_batches, cfg.parallel_reads, cfg.prefetch):

@@ -118,19 +118,31 @@ def filtered_stderr(pattern: re.Pattern[str] = TF_NOISE) -> Iterator[None]:
                     sys.stderr.write(line + "\n")
 
 
-def import_tensorflow() -> Any:
-    """Import TensorFlow (and Keras) with its C++ start-up lines hidden unless --debug; return the module."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    if debug_enabled():
-        import tensorflow
+def import_tensorflow(purpose: str = "training") -> Any:
+    """Import TensorFlow (and Keras) with its C++ start-up lines hidden unless --debug; return the module.
 
-        return tensorflow
+    Without TensorFlow: the one-line UserError of :func:`sbt_batch.common.optional.require` naming ``purpose``.
+    """
+    from sbt_batch.common.optional import require
+
+    loaded = sys.modules.get("tensorflow")
+    if loaded is not None:
+        return loaded
+    if debug_enabled():
+        return require("tensorflow", purpose)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # library use without the CLI (which sets it)
     with filtered_stderr():
-        import tensorflow
+        tensorflow = require("tensorflow", purpose)
     with contextlib.suppress(Exception):
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
     return tensorflow
+
+
+def import_keras(purpose: str = "training") -> Any:
+    """Keras, after :func:`import_tensorflow` (its backend: same noise filtering, same install hint)."""
+    from sbt_batch.common.optional import require
+
+    import_tensorflow(purpose)
+    return require("keras", purpose)

@@ -70,11 +70,12 @@ def launch_info(env: Mapping[str, str] | None = None) -> Launch | None:
 
 def mpi_world() -> tuple[int, int] | None:
     """(rank, size) of MPI_COMM_WORLD through mpi4py (initializes MPI), or None without mpi4py."""
-    try:
-        from mpi4py import MPI
-    except ImportError:
+    from sbt_batch.common.optional import try_import
+
+    mpi = try_import("mpi4py.MPI")
+    if mpi is None:
         return None
-    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+    return mpi.COMM_WORLD.Get_rank(), mpi.COMM_WORLD.Get_size()
 
 
 def current_rank(env: Mapping[str, str] | None = None) -> int:

@@ -16,12 +16,10 @@ def use_style() -> None:
     global _STYLED
     if _STYLED:
         return
-    import matplotlib
+    from sbt_batch.common.optional import require
 
-    matplotlib.use("Agg", force=False)
-    import mplhep
-
-    mplhep.style.use("ATLAS")
+    require("matplotlib", "plots").use("Agg", force=False)
+    require("mplhep", "plots").style.use("ATLAS")
     _STYLED = True
 
 

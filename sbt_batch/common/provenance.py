@@ -126,7 +126,7 @@ def environment() -> dict[str, Any]:
             "host": socket.gethostname(), "time": utc_now()}
 
 
-def new_record(artifact: str | Path, step: str, inputs: Sequence[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def new_record(artifact: str | os.PathLike[str], step: str, inputs: Sequence[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """A provenance record of ``artifact`` made by ``step`` (convert, merge, train, evaluate, export) from ``inputs``."""
     return {"schema": SCHEMA, "artifact": Path(artifact).name, "step": step, **environment(), **extra, "inputs": list(inputs)}
 
@@ -195,12 +195,15 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def _file_input(kind: str, path: str | os.PathLike[str], record: dict[str, Any] | None, digest: bool = True) -> dict[str, Any]:
+    """The input entry of a file: its kind, path, size, digest (unless not wanted) and record."""
     path = Path(path)
+    size: int | None
+    value: str | None
     try:
-        size, digest = path.stat().st_size, (file_digest(path) if digest else None)  # type: ignore[assignment]
+        size, value = path.stat().st_size, (file_digest(path) if digest else None)
     except OSError:
-        size, digest = None, None
-    return {"type": kind, "path": _where(path), "size": size, "digest": digest, "provenance": record}
+        size, value = None, None
+    return {"type": kind, "path": _where(path), "size": size, "digest": value, "provenance": record}
 
 
 def hdf5_input(path: str | os.PathLike[str], digest: bool = True) -> dict[str, Any]:
@@ -274,9 +277,10 @@ def write_sidecar(artifact: str | os.PathLike[str], record: dict[str, Any]) -> P
 
 def stamp_onnx(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Put ``record`` into an ONNX file's ``metadata_props`` (rewritten atomically)."""
-    import onnx
-
     from sbt_batch.common.fileio import atomic_path
+    from sbt_batch.common.optional import require
+
+    onnx = require("onnx", f"{path}: writing ONNX metadata")
 
     model = onnx.load(str(path))
     props = [p for p in model.metadata_props if p.key != ONNX_KEY]
@@ -289,10 +293,9 @@ def stamp_onnx(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
 
 
 def _read_onnx(path: Path) -> dict[str, Any] | None:
-    try:
-        import onnx
-    except ImportError:
-        raise UserError(f"{path}: reading ONNX metadata needs the onnx package (pip install 'sbt-batch[train]')") from None
+    from sbt_batch.common.optional import require
+
+    onnx = require("onnx", f"{path}: reading ONNX metadata")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -445,13 +448,15 @@ def _image_text(image: dict[str, Any] | None) -> str:
 
 
 def _size(n: int | None) -> str:
+    """A byte count as text in decimal units (``12.3 MB``)."""
     if n is None:
         return "size ?"
+    value = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value} B"  # pragma: no cover
 
 
 def root_files(record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -258,19 +258,18 @@ def _yes(flag: object) -> str:
     return "[green]yes[/]" if flag else "[dim]no[/]"
 
 
-def render(report: dict[str, Any]) -> None:
-    """Print the report as tables for people."""
+def render(report: dict[str, Any]) -> list[Any]:
+    """The report as rich renderables for people (two header lines, then tables), for the CLI to print."""
     from rich.table import Table
 
-    from sbt_batch.common.console import console
-
+    out: list[Any] = []
     env = report["environment"]
     where = f"container ({env['container']})" if env["container"] else "host"
     image = env.get("image") or {}
     if image:
         where += f", sbt-batch image {image.get('variant', '?')} built from {image.get('base_image', '?')}"
-    console.print(f"[bold]sbt-batch {report['sbt_batch']}[/] on {report['platform']}, Python {report['python']}")
-    console.print(f"running on: {where}")
+    out.append(f"[bold]sbt-batch {report['sbt_batch']}[/] on {report['platform']}, Python {report['python']}")
+    out.append(f"running on: {where}")
 
     stack = Table(title="Stack", title_justify="left", show_header=False)
     for name, version in report["packages"].items():
@@ -280,7 +279,7 @@ def render(report: dict[str, Any]) -> None:
         stack.add_row("tensorflow import", f"[red]{tf['error']}[/]")
     elif "built_with_cuda" in tf:
         stack.add_row("tensorflow import", f"ok (built with CUDA: {_yes(tf['built_with_cuda'])})")
-    console.print(stack)
+    out.append(stack)
 
     hvd = report["horovod"]
     table = Table(title="Horovod", title_justify="left", show_header=False)
@@ -297,7 +296,7 @@ def render(report: dict[str, Any]) -> None:
             shown = ", ".join(f"{k} {_yes(v)}" for k, v in value.items()) if isinstance(value, dict) else (
                 _yes(value) if isinstance(value, bool) else str(value))
             table.add_row(str(key), shown)
-    console.print(table)
+    out.append(table)
 
     gpus = report["gpus"]
     table = Table(title="GPUs", title_justify="left", show_header=False)
@@ -305,7 +304,7 @@ def render(report: dict[str, Any]) -> None:
     table.add_row("CUDA_VISIBLE_DEVICES", gpus["CUDA_VISIBLE_DEVICES"] if gpus["CUDA_VISIBLE_DEVICES"] is not None else "[dim]unset[/]")
     if gpus["tensorflow"] is not None:
         table.add_row("tensorflow sees", ", ".join(gpus["tensorflow"]) or "[dim]no GPU[/]")
-    console.print(table)
+    out.append(table)
 
     table = Table(title="Batch and container tools", title_justify="left", show_header=False)
     for name, info in report["tools"].items():
@@ -313,4 +312,5 @@ def render(report: dict[str, Any]) -> None:
             table.add_row(name, f"[green]{info['path']}[/]", info["version"] or "")
         else:
             table.add_row(name, "[dim]not found[/]", "")
-    console.print(table)
+    out.append(table)
+    return out

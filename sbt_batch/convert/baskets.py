@@ -2,7 +2,7 @@
 
 uproot's ``arrays(library="np")`` turns every basket into native-endian arrays and concatenates
 them (for ``std::vector<float>`` it also builds offsets and strips every entry's header), then
-:mod:`sbt_batch.convert` would gather the grid's towers: several passes over all towers. Here each
+:mod:`sbt_batch.convert.source` would gather the grid's towers: several passes over all towers. Here each
 basket that uproot reads and decompresses is gathered once, still big-endian, into a step buffer
 of only the grid's towers (the HDF5 chunk encoder reads either byte order). Memory stays at one
 step buffer plus one basket.
@@ -19,12 +19,13 @@ An entry of another length is a :class:`TowerCountError`, unless ``pad`` is set 
 ``(branch, 0, N)``: short entries padded with 0, long ones truncated; only the baskets that hold
 such entries are read entry by entry). A NaN or infinity among the gathered towers is a
 :class:`NonFiniteError`. Anything else (RNTuple, fixed arrays of other types) goes through uproot's
-``iterate`` in :mod:`sbt_batch.convert`.
+``iterate`` in :mod:`sbt_batch.convert.source`.
 """
 
 from __future__ import annotations
 
 import functools
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 
+_KEY = struct.Struct(">ihiIhh")  # a basket's TKey: fNbytes, version, fObjlen, fDatime, fKeylen, fCycle
+_TBASKET = struct.Struct(">Hiiii")  # the key's last 19 bytes: fVersion, fBufferSize, fNevBufSize, fNevBuf, fLast (then a flag byte)
 _LOCAL = threading.local()  # one step buffer per thread, reused from file to file (no page faults per file)
 GATHER_ROWS = 256  # entries gathered per np.take: the block stays in cache for the finiteness check
 
@@ -125,8 +128,71 @@ def first_nonfinite(block: np.ndarray) -> int | None:
     return int(np.flatnonzero((exponent == mask).any(axis=-1) if exponent.ndim > 1 else exponent == mask)[0])
 
 
+class _Basket:
+    """A basket as :func:`read_basket` reads it: ``data`` (its entries' bytes) and, for variable-length entries, ROOT's stored entry offsets."""
+
+    __slots__ = ("data", "_tail", "_keylen")
+
+    def __init__(self, data: np.ndarray, tail: np.ndarray | None, keylen: int) -> None:
+        self.data, self._tail, self._keylen = data, tail, keylen
+
+    @property
+    def byte_offsets(self) -> np.ndarray | None:
+        """(entries + 1,) offsets of the entries in ``data`` (as uproot's TBasket.byte_offsets); None for fixed-size entries."""
+        if self._tail is None:
+            return None
+        offsets = self._tail.view(">i4")[1:] - self._keylen  # stored as offsets in the key + basket record
+        offsets[-1] = self.data.size
+        return offsets
+
+    def uniform(self, n: int, width: int) -> bool:
+        """True when the basket holds ``n`` entries of ``width`` bytes each (one comparison of the stored offsets' bytes)."""
+        tail = self._tail
+        return (tail is not None and self.data.size == n * width and len(tail) >= 4 * (n + 1)
+                and tail[4 : 4 + 4 * n].tobytes() == _key_offsets(n, width, self._keylen))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _key_offsets(n: int, width: int, keylen: int) -> bytes:
+    """The stored (big-endian, from the key's start) offsets of ``n`` entries of ``width`` bytes each."""
+    import numpy as np
+
+    return (np.arange(n, dtype=np.int64) * width + keylen).astype(">i4").tobytes()
+
+
+def read_basket(source: Any, seek: int, size: int, number: int) -> _Basket:
+    """The normal (free) basket ``number`` stored at ``seek`` (``size`` bytes with its key) in the file of ``source``, without uproot's TBasket model.
+
+    uproot's generic model costs as much per basket as a small basket's inflate (more for a
+    ``std::vector`` branch, whose entry offsets it converts). Here the TKey and TBasket header are
+    parsed with two struct reads; the data is inflated by ``uproot.compression.decompress`` (every
+    codec, any number of ROOT compression frames, the inflater ``use_fast_inflate`` chose) or, when
+    stored uncompressed, copied off the file's memory map as uproot does.
+    """
+    import numpy as np
+    import uproot.compression
+    from uproot.source.cursor import Cursor
+
+    chunk = source.chunk(seek, seek + size)
+    raw = chunk.raw_data
+    if not isinstance(raw, np.ndarray):
+        raw = np.frombuffer(raw, dtype=np.uint8)
+    nbytes, _, objlen, _, keylen, _ = _KEY.unpack_from(raw, 0)
+    _, _, _, _, last = _TBASKET.unpack_from(raw, keylen - _TBASKET.size - 1)
+    border = last - keylen
+    if not keylen < nbytes <= len(raw) or not 0 <= border <= objlen:
+        raise ValueError(f"basket {number} has a corrupt header (fNbytes {nbytes}, fObjlen {objlen}, fKeylen {keylen}, fLast {last})")
+    if nbytes - keylen == objlen:
+        out = np.array(raw[keylen:nbytes])  # stored uncompressed: a copy, so nothing points into the map once the file closes
+    else:
+        out = uproot.compression.decompress(chunk, Cursor(seek + keylen), {}, nbytes - keylen, objlen).raw_data
+    return _Basket(out[:border], out[border:] if border != objlen else None, keylen)
+
+
 def _fixed_rows(basket: Any, layout: Layout, n: int, number: int) -> np.ndarray:
     """A fixed-size array basket as an (n, items) array of the stored dtype."""
+    if layout.items is None:
+        raise ValueError(f"basket {number}: a variable-length layout has no fixed rows")
     size = n * layout.items * layout.dtype.itemsize
     if basket.byte_offsets is not None or basket.data.size != size:
         raise ValueError(f"basket {number} holds {basket.data.size} bytes for {n} entries of {layout.items} items")
@@ -150,9 +216,8 @@ def _variable_rows(basket: Any, layout: Layout, n: int, lo: int, hi: int, n_towe
     """
     import numpy as np
 
-    offsets = basket.byte_offsets
     width = layout.header + n_towers * layout.dtype.itemsize
-    if offsets is not None and offsets.tobytes() == _uniform_offsets(n, width, offsets.dtype.str):
+    if _uniform(basket, n, width):
         return _strided(basket.data, layout, lo * width, hi - lo, n_towers), 0
     offsets, counts = _entry_sizes(basket, layout, n, number)
     wrong = np.flatnonzero(counts[lo:hi] != n_towers)
@@ -162,6 +227,14 @@ def _variable_rows(basket: Any, layout: Layout, n: int, lo: int, hi: int, n_towe
         first = lo + int(wrong[0])
         raise TowerCountError(start + first, int(counts[first]), n_towers)
     return _padded_rows(basket, layout, offsets, counts, lo, hi, n_towers), len(wrong)
+
+
+def _uniform(basket: Any, n: int, width: int) -> bool:
+    """True when every one of the basket's ``n`` entries is ``width`` bytes long."""
+    if isinstance(basket, _Basket):
+        return basket.uniform(n, width)
+    offsets = basket.byte_offsets  # an embedded basket (uproot's model)
+    return offsets is not None and offsets.tobytes() == _uniform_offsets(n, width, offsets.dtype.str)
 
 
 def _entry_sizes(basket: Any, layout: Layout, n: int, number: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,13 +299,18 @@ def iter_gathered(
     end = branch.num_entries if entry_stop is None else min(entry_stop, branch.num_entries)
     short = np.flatnonzero(index >= layout.items) if layout.items is not None and layout.items < n_towers else None
     filled = checked = padded = 0
+    # the basket table once, not uproot's per-basket lookups (a TBranchElement looks each member up in its bases)
+    bounds = [int(x) for x in branch.entry_offsets]  # entry boundaries of all baskets, embedded ones included
+    n_free = branch.num_baskets - len(branch.embedded_baskets)
+    seeks, sizes = branch.member("fBasketSeek")[:n_free].tolist(), branch.member("fBasketBytes")[:n_free].tolist()
+    source = branch.file.source
     for number in range(branch.num_baskets):
-        start, stop = (int(x) for x in branch.basket_entry_start_stop(number))
+        start, stop = bounds[number], bounds[number + 1]
         if stop <= entry_start:
             continue
         if start >= end:
             break
-        basket = branch.basket(number)
+        basket = read_basket(source, seeks[number], sizes[number], number) if number < n_free else branch.basket(number)
         lo, hi = max(0, entry_start - start), min(stop, end) - start
         if not layout.variable:
             rows = _fixed_rows(basket, layout, stop - start, number)[lo:hi]

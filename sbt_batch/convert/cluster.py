@@ -10,14 +10,29 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sbt_batch.common.config import check_keys
 from sbt_batch.common.console import log
 from sbt_batch.common.errors import UserError, one_line
 
-CLUSTERS = ("slurm", "condor")
+
+@dataclass(frozen=True)
+class JobqueueKind:
+    """One ``--cluster`` kind: its dask-jobqueue class and the defaults added to the site profile's settings."""
+
+    cls: str  # the class name in dask_jobqueue
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --cluster KIND -> dask-jobqueue class; adding a kind is one line here.
+JOBQUEUE_KINDS: dict[str, JobqueueKind] = {
+    "slurm": JobqueueKind("SLURMCluster", {"walltime": "01:00:00"}),
+    "condor": JobqueueKind("HTCondorCluster", {"disk": "1GB"}),
+}
+CLUSTERS = tuple(JOBQUEUE_KINDS)
 JOBQUEUE_KEYS = (
     "cores", "processes", "memory", "walltime", "queue", "account", "project", "disk", "interface",
     "python", "job_name", "job_extra_directives", "job_script_prologue", "job_directives_skip",
@@ -53,7 +68,7 @@ def check_cluster_options(scheduler: str | None, cluster: str | None, jobs: int 
     if scheduler and cluster:
         raise UserError("--scheduler and --cluster cannot be combined")
     if jobs is not None and not cluster:
-        raise UserError("--jobs needs --cluster slurm|condor")
+        raise UserError(f"--jobs needs --cluster {'|'.join(CLUSTERS)}")
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs: must be at least 1, got {jobs}")
 
@@ -73,27 +88,27 @@ def local_cluster(workers: int | None = None) -> Any:
 
 
 def jobqueue_cluster(kind: str, profile: dict[str, Any] | None = None) -> Any:
-    """A dask-jobqueue SLURMCluster or HTCondorCluster (not scaled yet), settings from a site ``profile``."""
+    """The dask-jobqueue cluster of ``kind`` (JOBQUEUE_KINDS; not scaled yet), settings from a site ``profile``."""
     check_cluster_options(None, kind, None)
+    spec = JOBQUEUE_KINDS[kind]
     settings = dict(profile or {})
     check_keys(settings, JOBQUEUE_KEYS, f"{kind} cluster profile")
     settings.pop("start_timeout", None)
-    try:
-        import dask_jobqueue
-    except ImportError:
-        raise UserError("--cluster needs dask-jobqueue: pip install 'sbt-batch[jobqueue]'") from None
+    from sbt_batch.common.optional import require
+
+    dask_jobqueue = require("dask_jobqueue", f"--cluster {kind}")
     options: dict[str, Any] = {
         "cores": 1, "processes": 1, "memory": "2GB", "interface": "lo", "python": sys.executable,
         "job_name": "sbt-convert",
     }  # fmt: skip
-    options.update({"walltime": "01:00:00"} if kind == "slurm" else {"disk": "1GB"})
+    options.update(spec.defaults)
     options.update(settings)
     # without a nanny the worker runs in the job's own process, so the exports reach glibc unchanged
     options.setdefault("nanny", False)
     exports = [f"export {k}={v}" for k, v in MALLOC_ENV.items()]
     options["job_script_prologue"] = exports + list(settings.get("job_script_prologue") or [])
     options["scheduler_options"] = {"dashboard_address": LOOPBACK_ANY_PORT, **(settings.get("scheduler_options") or {})}
-    cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.HTCondorCluster
+    cls = getattr(dask_jobqueue, spec.cls)
     try:
         cluster = cls(**options)
     except Exception as exc:

@@ -13,11 +13,11 @@ from sbt_batch import __version__
 from sbt_batch.common.console import log, rate_text, task_bar
 from sbt_batch.common.errors import InputFileError, UserError
 from sbt_batch.common.fileio import atomic_path
-from sbt_batch.common.provenance import stamp_convert
+from sbt_batch.common.provenance import stamp_convert, utc_now
 from sbt_batch.convert.geometry import DEFAULT_ETA_MAX
 from sbt_batch.convert.h5chunks import EventWriter
 from sbt_batch.convert.names import ET_DATASET, INDEX_DATASET, MAPS_TREE, RHO_DATASET, TREE
-from sbt_batch.convert.output import CHUNK_EVENTS, check_output, create_datasets, utc_now, write_provenance
+from sbt_batch.convert.output import CHUNK_EVENTS, check_output, create_datasets, write_provenance
 from sbt_batch.convert.source import NtupleInput, iter_steps, scan_input
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,8 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_STEP = "100MB"
 # Below this much tower data, starting a local cluster (seconds) costs more than it saves.
 LOCAL_CLUSTER_MIN_BYTES = 200_000_000
-
-
 
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
@@ -64,10 +62,6 @@ def step_entries(step_size: str | int, n_towers: int) -> int:
     value, is_bytes = parse_step_size(step_size)
     entries = value // entry_bytes(n_towers) if is_bytes else value
     return max(CHUNK_EVENTS, entries // CHUNK_EVENTS * CHUNK_EVENTS)
-
-
-
-
 
 
 def convert_into(source: NtupleInput, tree: str, et_out: EventWriter, rho_ds: h5py.Dataset, idx_ds: h5py.Dataset, at: int, file_index: int, step: int, on_step: Callable[[int], None] | None = None) -> tuple[int, int]:
@@ -124,6 +118,7 @@ class ConvertResult:
 
 
 def _fail_or_skip(exc: InputFileError, skip_bad: bool, skipped: list[tuple[str, str]]) -> None:
+    """Raise ``exc``, or (``skip_bad``) log it and add the input to ``skipped``."""
     if not skip_bad:
         raise exc
     log.warning("skipping %s", exc)
@@ -146,9 +141,6 @@ def scan_inputs(paths: Sequence[Path | str], tree: str, maps_tree: str, eta_max:
         except InputFileError as exc:
             _fail_or_skip(exc, skip_bad, skipped)
     return sources
-
-
-
 
 
 def convert(
@@ -258,7 +250,9 @@ def remote_options(read_timeout: float | None = None, read_retries: int | None =
     return RemoteOptions(timeout=timeout, retries=DEFAULT_RETRIES if read_retries is None else int(read_retries)).check()
 
 
-def _convert_serial(sources: list[NtupleInput], h5, tree: str, step: int, skip_bad: bool, skipped: list, show: bool, padded: list[int]) -> list[tuple[str, int]]:
+def _convert_serial(sources: list[NtupleInput], h5: h5py.File, tree: str, step: int, skip_bad: bool, skipped: list[tuple[str, str]], show: bool,
+                    padded: list[int]) -> list[tuple[str, int]]:
+    """Convert ``sources`` in this process, one after the other, into the open output ``h5``; the (input, entries) converted."""
     files: list[tuple[str, int]] = []
     at = 0
     t0 = time.perf_counter()
@@ -289,7 +283,10 @@ def _convert_serial(sources: list[NtupleInput], h5, tree: str, step: int, skip_b
     return files
 
 
-def _convert_dask(sources, output, tree, step, skip_bad, skipped, workers, scheduler, cluster, jobs, profile, show, level, padded, nbytes=None):
+def _convert_dask(sources: list[NtupleInput], output: str, tree: str, step: int, skip_bad: bool, skipped: list[tuple[str, str]],
+                  workers: int | None, scheduler: str | None, cluster: str | None, jobs: int | None, profile: dict[str, Any] | None,
+                  show: bool, level: int | None, padded: list[int], nbytes: list[int] | None = None) -> tuple[list[tuple[str, int]], int, int]:
+    """Convert ``sources`` as dask tasks into the closed output file ``output``: (input, entries) converted, workers, raw chunks."""
     from sbt_batch.convert.cluster import dask_client
     from sbt_batch.convert.tasks import convert_distributed
 
@@ -304,5 +301,3 @@ def _convert_dask(sources, output, tree, step, skip_bad, skipped, workers, sched
     if nbytes is not None:
         nbytes[0] += state.bytes
     return [(str(p), n) for p, n in state.files], n_workers, state.raw
-
-

@@ -27,14 +27,11 @@ PROBE_EVERY = 64  # chunks between re-checks of which planes pay
 
 def _zlib():
     """ISA-L's zlib module when installed (same format, several times faster), else the standard one."""
-    try:
-        from isal import isal_zlib
+    import zlib
 
-        return isal_zlib
-    except ImportError:  # pragma: no cover (isal is a dependency)
-        import zlib
+    from sbt_batch.common.optional import try_import
 
-        return zlib
+    return try_import("isal.isal_zlib") or zlib  # isal is a dependency; zlib only on a partial install
 
 
 def stored_blocks(data: memoryview) -> list[bytes | memoryview]:

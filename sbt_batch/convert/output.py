@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,16 +14,12 @@ from sbt_batch.convert.names import ET_DATASET, INDEX_DATASET, RHO_BRANCH, RHO_D
 if TYPE_CHECKING:  # pragma: no cover
     import h5py
 
-
-
 CHUNK_EVENTS = 64  # events per gTowerEt chunk (about 200 kB for 24 x 32 towers)
 FLAT_CHUNK = 16384  # events per chunk of the per-event scalars
 # Standard HDF5 filters (shuffle + deflate) so that any HDF5 reader opens the output. Whole gTowerEt
 # chunks are encoded by sbt_batch.convert.h5chunks (ISA-L deflate of the planes that compress) and written
 # raw; HDF5 itself only compresses the few partial chunks at file boundaries.
 COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-
-
 
 
 def create_datasets(h5: h5py.File, n: int, shape: tuple[int, int], level: int | None = 1) -> None:
@@ -62,12 +57,6 @@ def write_provenance(h5: h5py.File, attrs: dict[str, Any]) -> None:
             h5.attrs[key] = value
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-
-
 def check_output(output: Path) -> None:
     """Raise a UserError unless ``output`` can be written (its directory exists and is writable)."""
     if output.is_dir():
@@ -75,4 +64,3 @@ def check_output(output: Path) -> None:
     check_writable_dir(output.parent, "output")
     if output.exists() and not os.access(output, os.W_OK):
         raise UserError(f"{output}: output exists and is not writable")
-

@@ -90,9 +90,10 @@ class RemoteError(InputFileError):
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     """The exception types that a remote read may raise (aiohttp's when installed)."""
-    try:
-        import aiohttp
-    except ImportError:
+    from sbt_batch.common.optional import try_import
+
+    aiohttp = try_import("aiohttp")
+    if aiohttp is None:
         return (OSError, asyncio.TimeoutError)
     return (OSError, asyncio.TimeoutError, aiohttp.ClientError)
 
@@ -213,15 +214,19 @@ def _sources() -> tuple[type, type]:
         """uproot's memory-mapped local source, counting the bytes it hands out."""
 
         def chunk(self, start: int, stop: int) -> Any:
+            """Bytes [start, stop) of the mapped file, counted."""
             count_bytes(stop - start)
             return super().chunk(start, stop)
 
         def chunks(self, ranges: list[tuple[int, int]], notifications: Any) -> Any:
+            """The byte ranges of the mapped file, counted."""
             count_bytes(sum(b - a for a, b in ranges))
             return super().chunks(ranges, notifications)
 
     class RemoteSource(uproot.source.fsspec.FSSpecSource):
         """uproot's fsspec source with retries, block cache and readahead, and byte counting (options: ``remote_options``)."""
+
+        _fs: Any  # the fsspec filesystem uproot opened, wrapped in a _RetryingFS by _open
 
         def __init__(self, file_path: str, remote_options: RemoteOptions | None = None, **options: Any) -> None:
             self._remote = remote_options or RemoteOptions()
@@ -235,6 +240,7 @@ def _sources() -> tuple[type, type]:
             self._fs = _RetryingFS(self._fs, self)
 
         def chunk(self, start: int, stop: int) -> Any:
+            """Bytes [start, stop) through the block cache (read ahead), retried."""
             if self.closed:
                 raise OSError(f"file {self._url!r} is closed")
             return uproot.source.chunk.Chunk(self, start, stop, uproot.source.futures.TrivialFuture(self._read(start, stop)))
@@ -293,6 +299,7 @@ def _sources() -> tuple[type, type]:
                     _BLOCKS.put(self._key, k, _Pending(future, i, size))
 
         def chunks(self, ranges: list[tuple[int, int]], notifications: Any) -> Any:
+            """uproot's vectored read: from the block cache when every range is there, else one retried request."""
             size = self._remote.block
             if ranges and all(_BLOCKS.get(self._key, k) is not None for a, b in ranges for k in range(a // size, max(a, b - 1) // size + 1)):
                 # every range lies in blocks already read or being read ahead (small rho baskets between
@@ -308,6 +315,7 @@ def _sources() -> tuple[type, type]:
 
         @property
         def num_bytes(self) -> int:
+            """The file's size (one stat or HEAD request, retried, then remembered)."""
             if getattr(self, "_size", None) is None:
                 self._size = int(self._fs.size(self._file_path))
             return self._size
@@ -387,10 +395,12 @@ class _RetryingFS:
         return result
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> Any:
+        """The wrapped filesystem's cat_file, retried."""
         owner = self._owner
         return self._done(with_retries(owner._url, owner._remote, lambda: self._wrapped.cat_file(path, start=start, end=end, **kwargs), owner._reached))
 
     def size(self, path: str) -> int:
+        """The wrapped filesystem's size, retried."""
         owner = self._owner
         return self._done(with_retries(owner._url, owner._remote, lambda: self._wrapped.size(path), owner._reached))
 
@@ -430,7 +440,9 @@ class _RetryingFS:
 @functools.cache
 def _configure_xrootd(timeout: int) -> None:
     """Let this process's XRootD client give up on a connection within ``timeout`` s, once: our retries do the rest."""
-    from XRootD.client import EnvPutInt
+    from sbt_batch.common.optional import require
+
+    EnvPutInt = require("XRootD.client", "reading root:// URLs").EnvPutInt
 
     EnvPutInt("ConnectionRetry", 1)  # the client's own default: 5 tries over 120 s windows, per connection
     EnvPutInt("ConnectionWindow", timeout)
@@ -438,28 +450,19 @@ def _configure_xrootd(timeout: int) -> None:
     EnvPutInt("TimeoutResolution", 1)  # how often it checks timeouts (15 s by default)
 
 
-def _missing_client(url: str, scheme: str) -> UserError:
-    packages = "fsspec-xrootd xrootd" if scheme == "root" else "aiohttp"
-    return UserError(f"{url}: reading {scheme}:// needs {packages.replace(' ', ' and ')} (pip install {packages})")
-
-
 def uproot_options(url: str, opts: RemoteOptions) -> dict[str, Any]:
     """The uproot.open options that read ``url`` with ``opts`` (source class, protocol timeouts)."""
+    from sbt_batch.common.optional import require
+
     scheme = url_scheme(url)
     options: dict[str, Any] = {"handler": remote_source(), "remote_options": opts}
     if scheme == "root":
-        try:
-            import fsspec_xrootd
-        except ImportError:
-            raise _missing_client(url, scheme) from None
+        require("fsspec_xrootd", f"{url}: reading root://")  # a missing client fails here with the hint, not inside uproot
         seconds = max(1, math.ceil(opts.timeout))
         _configure_xrootd(seconds)
         options["timeout"] = seconds
     else:
-        try:
-            import aiohttp
-        except ImportError:
-            raise _missing_client(url, scheme or "http") from None
+        aiohttp = require("aiohttp", f"{url}: reading {scheme or 'http'}://")
         # per socket operation, not for the whole (possibly long) transfer
         options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=opts.timeout, sock_read=opts.timeout)}
     return options

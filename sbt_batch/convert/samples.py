@@ -65,7 +65,7 @@ def tower_map() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return eta, phi, area
 
 
-def _deposit_jets(et: np.ndarray, eta: np.ndarray, phi: np.ndarray, jet_et, jet_eta, jet_phi) -> None:
+def _deposit_jets(et: np.ndarray, eta: np.ndarray, phi: np.ndarray, jet_et: np.ndarray, jet_eta: np.ndarray, jet_phi: np.ndarray) -> None:
     """Add jets (arrays of shape (n_events,)) to ``et`` as Gaussian showers of width 0.15 in eta and phi."""
     import numpy as np
 

@@ -25,18 +25,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from sbt_batch.convert.remote import RemoteOptions
 
 
-
-
-
-
 @functools.cache
 def use_fast_inflate() -> bool:
     """Let uproot inflate zlib baskets with ISA-L when installed (uproot's own ``library="isal"`` option); once per process."""
-    try:
-        import isal
-        import uproot.compression as uc
-    except ImportError:
+    from sbt_batch.common.optional import available
+
+    if not available("isal"):
         return False
+    import uproot.compression as uc
+
     if getattr(uc, "_decompress_ZLIB", None) is not None and hasattr(uc._decompress_ZLIB, "library"):
         uc._decompress_ZLIB.library = "isal"
         return True
@@ -108,7 +105,7 @@ def _check_size(rfile: Any, path: str | Path, size: int) -> Any:
     return rfile
 
 
-def get_tree(rfile: Any, path: Path, name: str) -> Any:
+def get_tree(rfile: Any, path: str | Path, name: str) -> Any:
     """The TTree or RNTuple ``name`` in ``rfile``, or InputFileError naming file and tree."""
     try:
         classes = rfile.classnames()
@@ -130,18 +127,20 @@ def get_tree(rfile: Any, path: Path, name: str) -> Any:
         raise InputFileError(path, f"tree '{name}': truncated or corrupt ({one_line(exc)})") from None
 
 
-def _check_branches(tree, path: Path, tree_name: str, names: Sequence[str]) -> None:
+def _check_branches(tree: Any, path: str | Path, tree_name: str, names: Sequence[str]) -> None:
+    """InputFileError naming the first of ``names`` that ``tree`` lacks."""
     available = set(tree.keys())
     for name in names:
         if name not in available:
             raise InputFileError(path, f"tree '{tree_name}' has no branch '{name}'")
 
 
-def _is_rntuple(tree) -> bool:
+def _is_rntuple(tree: Any) -> bool:
+    """True for an uproot RNTuple (rather than a TTree)."""
     return "RNTuple" in type(tree).__name__
 
 
-def _towers_per_entry(tree, path: Path, tree_name: str) -> int | None:
+def _towers_per_entry(tree: Any, path: str | Path, tree_name: str) -> int | None:
     """Towers per entry of a fixed-size gTowerEt array; None for std::vector/RVec (each entry has its own) and RNTuple."""
     if _is_rntuple(tree):
         return None
@@ -155,7 +154,7 @@ def _towers_per_entry(tree, path: Path, tree_name: str) -> int | None:
     return int(branch.interpretation.inner_shape[0])  # a fixed array of another type: uproot's generic read
 
 
-def _check_rho_branch(tree, path: Path, tree_name: str) -> None:
+def _check_rho_branch(tree: Any, path: str | Path, tree_name: str) -> None:
     """Refuse a rho branch that is not one number per event (for example ``float[2]``)."""
     if _is_rntuple(tree):
         return  # checked when read
@@ -170,7 +169,7 @@ def _check_rho_branch(tree, path: Path, tree_name: str) -> None:
 class NtupleInput:
     """One scanned input: its entries and its own tower grid (the stored order may differ per file)."""
 
-    path: Path
+    path: Path | str  # a local file, or a root:// or http(s):// URL
     entries: int
     grid: Grid
     rntuple: bool = False
@@ -239,11 +238,13 @@ def iter_steps(source: NtupleInput, tree: str, step: int, entry_start: int = 0, 
 
 
 def _read_step(source: NtupleInput, tree: str, step: int, start: int, stop: int) -> Iterator[Step]:
+    """The steps of entries [start, stop) of ``source`` from one opening of the file; read errors become InputFileError."""
     path = source.path
     rfile = open_root(path, source.remote)
     try:
         events = get_tree(rfile, path, tree)
         layout = None if source.rntuple else tower_layout(events[ET_BRANCH])  # scan_input checked it
+        steps: Iterator[Step]
         if layout is not None:
             steps = _basket_steps(events, layout, source, tree, step, start, stop)
         else:
@@ -266,7 +267,7 @@ def _read_step(source: NtupleInput, tree: str, step: int, start: int, stop: int)
         rfile.close()
 
 
-def _checked_rho(rho: np.ndarray, path: Path, tree: str, at: int) -> np.ndarray:
+def _checked_rho(rho: np.ndarray, path: str | Path, tree: str, at: int) -> np.ndarray:
     """``rho`` when it is one finite number per event; InputFileError naming the first bad entry otherwise."""
     if rho.dtype == object or rho.ndim != 1:
         raise InputFileError(path, f"tree '{tree}' branch '{RHO_BRANCH}' is not one number per event (shape {rho.shape[1:]})")
@@ -276,7 +277,7 @@ def _checked_rho(rho: np.ndarray, path: Path, tree: str, at: int) -> np.ndarray:
     return rho
 
 
-def _basket_steps(events, layout: Layout, source: NtupleInput, tree: str, step: int, entry_start: int, entry_stop: int | None) -> Iterator[Step]:
+def _basket_steps(events: Any, layout: Layout, source: NtupleInput, tree: str, step: int, entry_start: int, entry_stop: int | None) -> Iterator[Step]:
     """TTree fast path: towers gathered from the baskets (:mod:`sbt_batch.convert.baskets`), rho read alongside."""
     rho_branch = events[RHO_BRANCH]
     grid = source.grid
@@ -288,7 +289,7 @@ def _basket_steps(events, layout: Layout, source: NtupleInput, tree: str, step: 
         at += len(block)
 
 
-def _uproot_steps(events, path: Path, tree: str, source: NtupleInput, step: int, entry_start: int, entry_stop: int | None) -> Iterator[Step]:
+def _uproot_steps(events: Any, path: str | Path, tree: str, source: NtupleInput, step: int, entry_start: int, entry_stop: int | None) -> Iterator[Step]:
     """Any layout uproot reads (RNTuple included): ``iterate`` in steps, then gather the grid's towers."""
     import numpy as np
 
@@ -303,7 +304,7 @@ def _uproot_steps(events, path: Path, tree: str, source: NtupleInput, step: int,
         at += len(towers)
 
 
-def _tower_rows(et: np.ndarray, path: Path, tree: str, n_towers: int, pad: bool, at: int) -> tuple[np.ndarray, int]:
+def _tower_rows(et: np.ndarray, path: str | Path, tree: str, n_towers: int, pad: bool, at: int) -> tuple[np.ndarray, int]:
     """uproot's gTowerEt of one step as (n, n_towers) rows and the entries padded or truncated (only with ``pad``)."""
     import numpy as np
 
@@ -311,7 +312,7 @@ def _tower_rows(et: np.ndarray, path: Path, tree: str, n_towers: int, pad: bool,
         lengths = np.fromiter((len(x) for x in et), dtype=np.int64, count=len(et))
         wrong = np.flatnonzero(lengths != n_towers)
         if not len(wrong):
-            return (np.stack(et) if len(et) else np.empty((0, n_towers), np.float32)), 0
+            return (np.stack(list(et)) if len(et) else np.empty((0, n_towers), np.float32)), 0
         if not pad:
             raise TowerCountError(at + int(wrong[0]), int(lengths[wrong[0]]), n_towers)
         rows = np.zeros((len(et), n_towers), dtype=np.result_type(*[np.asarray(x).dtype for x in et[wrong[:1]]]))

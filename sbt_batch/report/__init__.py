@@ -17,6 +17,8 @@ from typing import Any
 from sbt_batch.common.errors import UserError
 from sbt_batch.report.model import BatchReport, TrainingReport
 
+__all__ = ["Built", "Report", "build_report", "duration_text", "load", "render"]
+
 TEMPLATE = "page.html.j2"
 
 Report = BatchReport | TrainingReport
@@ -67,7 +69,7 @@ def render(reports: Sequence[Report], title: str | None = None) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters["hours"] = lambda h: f"{h:.3f}" if h < 10 else f"{h:,.1f}"
-    env.filters["seconds"] = _seconds
+    env.filters["seconds"] = duration_text
     env.filters["size"] = _size
     env.filters["num"] = _num
     env.filters["pm"] = pm
@@ -98,14 +100,15 @@ def build_report(refs: Sequence[str | os.PathLike[str]], output: str | os.PathLi
 
 def _check_plotting() -> None:
     """A one-line error when matplotlib or mplhep (the plots) are not installed."""
-    from importlib.util import find_spec
+    from sbt_batch.common.optional import available
 
-    missing = [m for m in ("matplotlib", "mplhep") if find_spec(m) is None]
+    missing = [m for m in ("matplotlib", "mplhep") if not available(m)]
     if missing:
         raise UserError(f"report: the plots need {' and '.join(missing)} (pip install 'sbt-batch[train]')")
 
 
-def _seconds(value: float | None) -> str:
+def duration_text(value: float | None) -> str:
+    """Seconds as ``h:mm:ss.s``, ``m:ss.s`` or ``s.s s`` (``-`` when unknown)."""
     if value is None:
         return "-"
     m, s = divmod(float(value), 60)
@@ -114,6 +117,7 @@ def _seconds(value: float | None) -> str:
 
 
 def _size(n: int | None) -> str:
+    """A byte count in decimal units (``?`` when unknown)."""
     if n is None:
         return "?"
     value = float(n)
@@ -125,6 +129,7 @@ def _size(n: int | None) -> str:
 
 
 def _num(value: Any, digits: int = 4) -> str:
+    """A float to ``digits`` places, anything else as it prints (``-`` for None)."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -133,6 +138,7 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def _yaml(data: Any) -> str:
+    """``data`` as block YAML, in its own key order."""
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

@@ -74,11 +74,11 @@ def timeline(attempts: Sequence[Attempt], t0: float, now: float) -> str:
                 ax.hlines(y, left / scale, (left + width) / scale, colors=colors, linewidth=width_pt)
     else:
         if queued:
-            y, left, width = zip(*queued)
-            ax.barh(y, np.asarray(width) / scale, left=np.asarray(left) / scale, height=height, color="#d0d0d0", linewidth=0)
+            q_rows, q_left, q_width = zip(*queued)
+            ax.barh(q_rows, np.asarray(q_width) / scale, left=np.asarray(q_left) / scale, height=height, color="#d0d0d0", linewidth=0)
         if running:
-            y, left, width, colors = zip(*running)
-            ax.barh(y, np.asarray(width) / scale, left=np.asarray(left) / scale, height=height, color=colors,
+            r_rows, r_left, r_width, r_colors = zip(*running)
+            ax.barh(r_rows, np.asarray(r_width) / scale, left=np.asarray(r_left) / scale, height=height, color=r_colors,
                     edgecolor="black", linewidth=0.4)
     ax.set_xlabel(f"{unit.capitalize()} since the first submission")
     ax.set_ylabel("Task")

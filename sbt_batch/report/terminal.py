@@ -13,6 +13,7 @@ def summary(report: BatchReport | TrainingReport) -> list[Any]:
 
 
 def _grid(title: str, rows: list[tuple[str, str]]) -> Any:
+    """A two-column rich table without header: bold keys, their values."""
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
@@ -28,18 +29,18 @@ def batch_summary(r: BatchReport) -> list[Any]:
     from rich.markup import escape
     from rich.table import Table
 
-    from sbt_batch.report import _seconds
+    from sbt_batch.report import duration_text
 
     states = ", ".join(f"{n} {s}" for s, n in r.counts.items())
     rows = [("tasks", f"{r.n_tasks} ({states})"), ("backend", f"{r.backend}, image {r.settings.get('image')}"),
             ("wall hours", f"{r.wall_hours:.3f}"), ("CPU-hours", f"{r.cpu_hours:.3f}")]
     if r.median is not None:
-        rows.append(("median task", _seconds(r.median)))
+        rows.append(("median task", duration_text(r.median)))
     if r.kind == "convert" and r.events:
         rate = f", {r.overall_rate:,.0f} events/s overall" if r.overall_rate else ""
         rows.append(("events", f"{r.events:,}{rate}"))
     if r.stragglers:
-        rows.append(("stragglers", ", ".join(f"task {i} ({_seconds(s)})" for i, s, _ in r.stragglers[:10])))
+        rows.append(("stragglers", ", ".join(f"task {i} ({duration_text(s)})" for i, s, _ in r.stragglers[:10])))
     if r.sweep is not None:
         rows.append(("sweep", sweep_line(r.sweep)))
     if r.finished == 0:

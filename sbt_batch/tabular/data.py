@@ -263,8 +263,8 @@ def check_finite(raw: dict[str, np.ndarray], columns: Columns, where: str) -> No
             raise UserError(f"{where}: column '{name}' has {int(bad.sum())} NaN/inf value(s) (first at event {first})")
 
 
-def parse_split(text: str | Sequence[float]) -> tuple[float, float, float]:
-    """Parse 'train,val,test' fractions (normalised to sum 1)."""
+def parse_split_ratios(text: str | Sequence[float]) -> tuple[float, float, float]:
+    """Parse 'train,val,test' ratios into fractions that sum to 1 (unlike the CNN's ``parse_split``, which keeps them)."""
     try:
         parts = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except ValueError:
@@ -331,8 +331,8 @@ def load_datasets(
         if not any(given):
             raise UserError("--data: no input; give --data FILE (split by --split) or --train, --val and --test")
         raise UserError(f"{missing[0]}: give all of --train, --val and --test (or --data with --split)")
-    tables = [load_table([p], columns, tree=tree, key=key) for p in (train, val, test)]  # type: ignore[list-item]
-    return Datasets(*tables)
+    train_t, val_t, test_t = (load_table([p], columns, tree=tree, key=key) for p in (train, val, test) if p is not None)
+    return Datasets(train_t, val_t, test_t)
 
 
 def training_weights(table: Table, mode: str = "abs", balance: bool = True) -> np.ndarray:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sbt_batch.common.console import import_keras
 from sbt_batch.common.errors import UserError
 
 OPTIMIZERS = ("adam", "sgd")
+PURPOSE = "sbt-batch train-tabular"  # what the install hint names when TensorFlow is missing
 ACTIVATIONS = ("relu", "elu", "selu", "tanh", "sigmoid", "swish", "gelu", "leaky_relu", "softplus", "linear")
 
 
@@ -32,7 +34,7 @@ def layer_spec(layers: int, units: Sequence[int] | int, activation: Sequence[str
 
 def build_model(n_inputs: int, spec: list[tuple[int, str]], dropout: float = 0.0) -> Any:
     """A Keras dense network: inputs -> hidden layers (optional dropout) -> one sigmoid output."""
-    import keras
+    keras = import_keras(PURPOSE)
 
     inputs = keras.Input(shape=(n_inputs,), name="inputs")
     x = inputs
@@ -46,13 +48,12 @@ def build_model(n_inputs: int, spec: list[tuple[int, str]], dropout: float = 0.0
 
 def make_optimizer(name: str, lr: float) -> Any:
     """An SGD (momentum 0.9) or Adam optimizer with learning rate ``lr``."""
-    import keras
-
     name = name.lower()
     if name not in OPTIMIZERS:
         raise UserError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
     if not lr > 0:
         raise UserError(f"--lr: must be > 0, got {lr}")
+    keras = import_keras(PURPOSE)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
     return keras.optimizers.Adam(learning_rate=lr)

@@ -84,7 +84,8 @@ def collect_repeats(
         raise UserError(f"--drop: must be >= 0, got {drop}")
     dirs = repeat_dirs(run_dir)
     wanted = range(expected) if expected is not None else dirs.keys()
-    rows, missing = [], []
+    rows: list[dict[str, Any]] = []
+    missing: list[int] = []
     for index in wanted:
         data = _read(dirs[index]) if index in dirs else None
         if data is None:
@@ -125,11 +126,9 @@ def collect_repeats(
     return summary
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    """Print the table of repeats and the trimmed mean and std with rich."""
+def summary_renderables(summary: dict[str, Any]) -> list[Any]:
+    """The table of repeats and the trimmed mean and std line, as rich renderables for the CLI to print."""
     from rich.table import Table
-
-    from sbt_batch.common.console import console
 
     table = Table(title=f"Sensitivity per repeat ({summary['run_dir']})")
     for name in ("repeat", "seed", "sensitivity", "error", "AUC", "bins", "used"):
@@ -140,10 +139,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             str(row["repeat"]), str(row.get("seed", "-")), f"{row['sensitivity']:.4f}", f"{row['error']:.4f}",
             auc, str(row.get("n_bins", "-")), "dropped" if row["dropped"] else "yes",
         )
-    console.print(table)
-    console.print(
+    out: list[Any] = [
+        table,
         f"sensitivity = {summary['mean']:.4f} ± {summary['std']:.4f} (mean ± std of {summary['n_kept']} of "
-        f"{summary['n_repeats']} repeats, dropping the {summary['drop']} largest and smallest)"
-    )
+        f"{summary['n_repeats']} repeats, dropping the {summary['drop']} largest and smallest)",
+    ]
     if summary["missing"]:
-        console.print(f"[yellow]missing repeats: {', '.join(map(str, summary['missing']))}[/yellow]")
+        out.append(f"[yellow]missing repeats: {', '.join(map(str, summary['missing']))}[/yellow]")
+    return out

@@ -24,6 +24,7 @@ Negative weights enter the sums with their sign (and the squared-weight sums pos
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -113,8 +114,11 @@ def _bin_z2(s: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return z2, d_s, d_b, used
 
 
+Sums = Sequence[float] | np.ndarray  # per-bin sums, one value per bin
+
+
 def _finish(
-    low: list[float], high: list[float], s: list[float], b: list[float], s2: list[float], b2: list[float],
+    low: list[float], high: list[float], s: Sums, b: Sums, s2: Sums, b2: Sums,
     total_s: float, total_b: float, z_s: float, z_b: float, n_fine: int,
 ) -> SensitivityResult:
     """Combine per-bin sums into the significance and its propagated error."""
@@ -173,10 +177,10 @@ def binned_sensitivity(
         bounds[-1:] = [(bounds[-1][0] if bounds else 0, n_fine)]
 
     starts = np.array([a for a, _ in bounds])
-    sums = [np.add.reduceat(arr, starts) for arr in (s_f, b_f, s2_f, b2_f)]
+    s_bin, b_bin, s2_bin, b2_bin = (np.add.reduceat(arr, starts) for arr in (s_f, b_f, s2_f, b2_f))
     high = [edges[n_fine - a] for a, _ in bounds]
     low = [edges[n_fine - e] for _, e in bounds]
-    return _finish(low, high, *sums, total_s, total_b, z_s, z_b, n_fine)
+    return _finish(low, high, s_bin, b_bin, s2_bin, b2_bin, total_s, total_b, z_s, z_b, n_fine)
 
 
 def binned_sensitivity_reference(
@@ -234,5 +238,5 @@ def binned_sensitivity_reference(
         for j, value in enumerate((s, b, s2, b2)):
             bins[-1][j] += value
         low[-1] = edges[0]
-    columns = [list(col) for col in zip(*bins)]
-    return _finish(low, high, *columns, total_s, total_b, z_s, z_b, n_fine)
+    s_bin, b_bin, s2_bin, b2_bin = ([row[j] for row in bins] for j in range(4))
+    return _finish(low, high, s_bin, b_bin, s2_bin, b2_bin, total_s, total_b, z_s, z_b, n_fine)

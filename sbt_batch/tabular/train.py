@@ -15,6 +15,7 @@ into ``RUN_DIR/repeat-<i>/`` (one batch array task; ``collect_repeats(RUN_DIR)``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sbt_batch.common.config import check_keys, load_yaml
-from sbt_batch.common.console import console, log, progress
+from sbt_batch.common.console import import_keras, log, progress
 from sbt_batch.common.errors import UserError
 from sbt_batch.common.fileio import atomic_path, new_dir, write_json_atomic
 from sbt_batch.common.metrics import auc, roc_curve
@@ -33,7 +34,7 @@ from sbt_batch.tabular.data import (
     Datasets,
     check_weights,
     load_datasets,
-    parse_split,
+    parse_split_ratios,
     training_weights,
 )
 from sbt_batch.tabular.scalers import SCALERS, fit_scaler
@@ -149,12 +150,12 @@ def _check_choices(cfg: TabularConfig) -> None:
                                  ("--negative-weights", cfg.negative_weights, NEGATIVE_WEIGHT_MODES)):
         if value not in allowed:
             raise UserError(f"{flag}: expected one of {', '.join(allowed)}, got {value!r}")
-    for flag, value in (("--lr", cfg.lr), ("--z-s", cfg.z_s), ("--z-b", cfg.z_b)):
-        if not float(value) > 0:
-            raise UserError(f"{flag}: must be > 0, got {value}")
+    for flag, number in (("--lr", cfg.lr), ("--z-s", cfg.z_s), ("--z-b", cfg.z_b)):
+        if not float(number) > 0:
+            raise UserError(f"{flag}: must be > 0, got {number}")
     layer_spec(cfg.layers, cfg.units, cfg.activation)
     _columns(cfg)
-    parse_split(cfg.split)
+    parse_split_ratios(cfg.split)
 
 
 def load_config_file(path: str | Path | None) -> dict[str, Any]:
@@ -169,14 +170,14 @@ def _columns(cfg: TabularConfig) -> Columns:
 def load_inputs(cfg: TabularConfig) -> Datasets:
     """Load the train/val/test tables named by the configuration."""
     return load_datasets(
-        _columns(cfg), data=cfg.data, train=cfg.train, val=cfg.val, test=cfg.test, split=parse_split(cfg.split),
+        _columns(cfg), data=cfg.data, train=cfg.train, val=cfg.val, test=cfg.test, split=parse_split_ratios(cfg.split),
         seed=cfg.seed if cfg.split_seed is None else cfg.split_seed, tree=cfg.tree, key=cfg.hdf5_key,
     )
 
 
 def _save_checkpoint(path: Path, model: Any, epoch: int) -> None:
     """Write the model weights after ``epoch`` as an .npz file (atomically)."""
-    weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    weights: dict[str, Any] = {f"w{i}": w for i, w in enumerate(model.get_weights())}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, epoch=epoch, **weights)
@@ -195,18 +196,17 @@ def train_one(cfg: TabularConfig, out: str | Path, repeat: int = 0, datasets: Da
 
 def _train_one(cfg: TabularConfig, run: RunDir, repeat: int, data: Datasets, spec: list[tuple[int, str]]) -> dict[str, Any]:
     """The body of :func:`train_one` inside its new run directory."""
-    from sbt_batch.common.console import import_tensorflow
-    from sbt_batch.tabular.model import build_model, compile_model
+    from sbt_batch.tabular.model import PURPOSE, build_model, compile_model
 
-    import_tensorflow()  # TensorFlow's C++ start-up chatter stays off stderr
-    import keras
+    keras: Any = import_keras(PURPOSE)  # TensorFlow's C++ start-up chatter stays off stderr
 
     rd = run.create()
     seed = cfg.seed + repeat
     rd.write_config({**cfg.to_dict(), "repeat_index": repeat, "training_seed": seed, "task": "kinematics"})
     if data.split is not None:
         with atomic_path(rd.split, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, files=np.asarray(cfg.data), **data.split)
+            arrays: dict[str, Any] = {"files": np.asarray(cfg.data), **data.split}
+            np.savez(fh, **arrays)
 
     scaler = fit_scaler(cfg.scaler, data.train.x, data.train.variables)
     scaler.save(rd.path / SCALER_FILE)
@@ -275,8 +275,12 @@ def _train_one(cfg: TabularConfig, run: RunDir, repeat: int, data: Datasets, spe
     return summary
 
 
-def train_tabular(cfg: TabularConfig, out: str | Path | None = None) -> dict[str, Any]:
-    """Run what ``train-tabular`` asks for: one model, repeat ``cfg.repeat_index``, or ``cfg.repeats`` models."""
+def train_tabular(cfg: TabularConfig, out: str | Path | None = None,
+                  notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run what ``train-tabular`` asks for: one model, repeat ``cfg.repeat_index``, or ``cfg.repeats`` models.
+
+    With ``cfg.repeats`` > 1, ``notify`` receives one line per finished repeat (the CLI prints them).
+    """
     if out is None and cfg.out is None:
         raise UserError("--out: give the run directory (or 'out:' in the --config file)")
     out = Path(out if out is not None else cfg.out)  # type: ignore[arg-type]
@@ -302,5 +306,8 @@ def train_tabular(cfg: TabularConfig, out: str | Path | None = None) -> dict[str
         RunDir(out).create().write_config({**cfg.to_dict(), "task": "kinematics"})
         for i in range(cfg.repeats):
             res = train_one(cfg, out / f"{REPEAT_PREFIX}{i}", i, data)
-            console.print(f"repeat {i}: sensitivity {res['sensitivity']:.3f} ± {res['error']:.3f}")
+            line = f"repeat {i}: sensitivity {res['sensitivity']:.3f} ± {res['error']:.3f}"
+            log.info(line)
+            if notify is not None:
+                notify(line)
         return collect_repeats(out, drop=cfg.drop, expected=cfg.repeats, plots=cfg.plots)

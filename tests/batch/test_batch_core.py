@@ -210,3 +210,17 @@ def test_newline_in_a_slurm_value_is_refused_before_the_run_exists(tmp_path, roo
                      "--runs-dir", tmp_path / "runs")
     assert_one_line_error(result, option, "newline")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_collectors_and_validators_are_named_and_resolve():
+    """Every kind's collector and validator is a "module:function" string that imports to a function."""
+    from sbt_batch.batch.collect import COLLECTORS, VALIDATORS, get_collector, get_validator, missing_outputs
+
+    assert set(COLLECTORS) == {"convert", "train-tabular", "sweep"}
+    for kind, target in {**COLLECTORS, **VALIDATORS}.items():
+        assert isinstance(target, str) and ":" in target, kind
+    for kind in COLLECTORS:
+        assert callable(get_collector(kind)) and callable(get_validator(kind))
+    assert get_validator("train-tabular") is missing_outputs
+    with pytest.raises(UserError, match="nothing to collect .known: convert, sweep, train-tabular"):
+        get_collector("probe")

@@ -35,12 +35,14 @@ from sbt_batch.batch.backend import (
     FAILED,
     HELD,
     PENDING,
+    REQUEUE_SCHEDULER,
     RUNNING,
     TIMEOUT,
     Backend,
     JobState,
     register_backend,
 )
+from sbt_batch.batch.profiles import backend_defaults
 from sbt_batch.batch.render import Raw, find_template, render_template
 from sbt_batch.batch.run import MANIFEST, Run
 from sbt_batch.common.config import check_keys
@@ -58,7 +60,6 @@ CONDOR_KEYS = {
     "universe": "universe for jobs without an image (default vanilla)",
     "dagman": "path of condor_dagman on the schedd's machine, for --after (default /usr/bin/condor_dagman)",
 }
-DAGMAN = "/usr/bin/condor_dagman"
 # JobStatus codes of the job ClassAd.
 _IDLE, _RUNNING, _REMOVED, _COMPLETED, _HELD, _TRANSFERRING, _SUSPENDED = 1, 2, 3, 4, 5, 6, 7
 _HOLD_SPOOLING = 16  # "Spooling input data files": held only while spool() transfers the inputs
@@ -104,8 +105,8 @@ def quote_word(word: str) -> str:
 
 def quote_arguments(words: Iterable[object]) -> Raw:
     """A submit-file ``arguments`` value that reaches the job as exactly ``words``."""
-    words = [_check_line(str(w), "argument") for w in words]
-    return Raw(macro_escape('"' + " ".join(quote_word(w) for w in words) + '"'))
+    checked = [_check_line(str(w), "argument") for w in words]
+    return Raw(macro_escape('"' + " ".join(quote_word(w) for w in checked) + '"'))
 
 
 def classad_string(text: str) -> Raw:
@@ -125,13 +126,19 @@ def submit_path(path: str | os.PathLike[str], what: str) -> Raw:
 # ---- the backend --------------------------------------------------------------------------------
 
 
+def condor_defaults() -> dict[str, Any]:
+    """This backend's section of the packaged defaults (``sites/defaults.yaml``, ``condor:``)."""
+    return backend_defaults("condor")
+
+
 def condor_settings(run: Run) -> dict[str, Any]:
     """The run's validated ``condor:`` settings from the site profile."""
     settings = dict(run.manifest.get("condor") or {})
     check_keys(settings, CONDOR_KEYS, "site profile 'condor'")
-    if not isinstance(settings.get("spool", False), bool):
+    defaults = condor_defaults()
+    if not isinstance(settings.get("spool", defaults["spool"]), bool):
         raise UserError("site profile 'condor': 'spool' must be true or false")
-    style = settings.get("image_style", "container_image")
+    style = settings.get("image_style", defaults["image_style"])
     if style not in {"container_image", "singularity"}:
         raise UserError(f"site profile 'condor': 'image_style' must be container_image or singularity, got {style!r}")
     return settings
@@ -145,17 +152,15 @@ def check_parallel(nodes: int, settings: Mapping[str, Any], image: str | None) -
         raise UserError(f"--nodes {nodes}: the HTCondor parallel universe needs the shared-filesystem mode "
                         "(every node would send back its own tasks/ and outputs/); set condor: {spool: false} "
                         "in the site profile, or use --nodes 1")
-    if image and settings.get("image_style", "container_image") == "container_image":
+    if image and settings.get("image_style", condor_defaults()["image_style"]) == "container_image":
         raise UserError(f"--nodes {nodes}: a container_image job runs in the container universe, which has no "
                         "parallel jobs; set condor: {image_style: singularity} in the site profile")
 
 
-def _htcondor():
-    try:
-        import htcondor2
-    except ImportError:
-        raise UserError("condor: the htcondor Python bindings are missing (pip install 'htcondor>=25')") from None
-    return htcondor2
+def _htcondor() -> Any:
+    from sbt_batch.common.optional import require
+
+    return require("htcondor2", "--backend condor")
 
 
 def _submission_number(run: Run) -> int:
@@ -181,6 +186,20 @@ class CondorBackend(Backend):
     """Submit runs to an HTCondor schedd through the htcondor2 bindings."""
 
     script_name = "condor.sub"
+    requeue = REQUEUE_SCHEDULER  # max_retries (retry_until ExitCode =!= 75) and eviction start a checkpointed job again
+
+    def plan_ranks(self, total: int, nodes: int, mpi: str) -> dict[str, Any]:
+        """One machine: ``train --ranks T`` starts the ranks; several: a parallel-universe job, T/N ranks per node."""
+        if nodes > 1:  # parallel universe: `sbt-batch task condor-node` starts each node's ranks (Gloo)
+            if total % nodes:
+                raise UserError(f"--ntasks {total}: HTCondor starts the same number of ranks on each of the "
+                                f"--nodes {nodes}; use a multiple of {nodes} or --ntasks-per-node")
+            return {"ntasks": total, "cpus_min": total // nodes}
+        return {"train_args": ["--ranks", str(total), "--launcher", "gloo"], "cpus_min": total}
+
+    def check_ranks(self, nodes: int, profile: dict[str, Any], image: str | None) -> None:
+        """The profile's ``condor:`` settings must allow a parallel-universe job (:func:`check_parallel`)."""
+        check_parallel(nodes, profile.get("condor") or {}, image)
 
     def check(self) -> None:
         """Fail with one line when the htcondor2 bindings are not installed."""
@@ -190,7 +209,8 @@ class CondorBackend(Backend):
     def context(self, run: Run, indices: Sequence[int]) -> dict[str, Any]:
         """The values the submit template sees, each already quoted for HTCondor."""
         settings = condor_settings(run)
-        spool = bool(settings.get("spool"))
+        defaults = condor_defaults()
+        spool = bool(settings.get("spool", defaults["spool"]))
         res = run.resources
         number = _submission_number(run)
         if _waits_for_run(run) and spool:
@@ -201,7 +221,7 @@ class CondorBackend(Backend):
         if image:
             from sbt_batch.container.images import condor_image_settings
 
-            for key, value in condor_image_settings(image, settings.get("image_style", "container_image")).items():
+            for key, value in condor_image_settings(image, settings.get("image_style", defaults["image_style"])).items():
                 if key.startswith("+"):
                     image_settings[key] = Raw(macro_escape(_check_line(value, "--image")))
                 else:
@@ -223,7 +243,7 @@ class CondorBackend(Backend):
         run_dir = "." if spool else str(run.path)
         env: dict[str, str] = {"SBT_BATCH_JOB_ID": Raw("$(ClusterId).$(ProcId)")}
         if not image:  # HTCondor starts jobs with an empty environment; an image brings its own PATH
-            env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+            env["PATH"] = str(defaults["job_path"])
         env.update({str(k): str(v) for k, v in (run.manifest.get("env") or {}).items()})
         env_words = []
         for key, value in env.items():
@@ -247,7 +267,7 @@ class CondorBackend(Backend):
             "mode": Raw("spool" if spool else "shared-filesystem"),
             "spool": spool,
             "universe": Raw("parallel" if nodes > 1 else "container" if image and "container_image" in image_settings
-                            else settings.get("universe", "vanilla")),
+                            else settings.get("universe", defaults["universe"])),
             "machine_count": nodes if nodes > 1 else None,
             "executable": submit_path(executable, "sbt_command"),
             "arguments": Raw(quote_arguments([*args, *wrapper, run_dir]).removesuffix('"') + ' $(task)"'),
@@ -280,7 +300,7 @@ class CondorBackend(Backend):
             text += f"\n# --after: submitted through DAGMan; scripts/run-{number}.dag:\n" + "".join(f"#   {line}\n" for line in dag.splitlines())
         return text
 
-    def _submit_dag(self, run: Run, schedd, script: Path, number: int, indices: Sequence[int]) -> dict[int, str]:
+    def _submit_dag(self, run: Run, schedd: Any, script: Path, number: int, indices: Sequence[int]) -> dict[int, str]:
         """--after: submit a DAG whose PRE script waits for the other run, then submits this run's node file."""
         htcondor2 = _htcondor()
         dag = run.write_script(f"run-{number}.dag", dag_text(run, script.name), executable=False)
@@ -288,7 +308,7 @@ class CondorBackend(Backend):
         text = "\n".join([
             "# DAGMan for sbt-batch --after: the node submits this run's tasks once the other run completed",
             "universe = scheduler",
-            f"executable = {submit_path(settings.get('dagman') or DAGMAN, 'dagman')}",
+            f"executable = {submit_path(settings.get('dagman') or condor_defaults()['dagman'], 'dagman')}",
             f"initialdir = {submit_path(dag.parent, 'run directory')}",
             f"output = {dag.name}.lib.out", f"error = {dag.name}.lib.err", f"log = {dag.name}.dagman.log",
             "getenv = PATH,HOME,USER,LANG,TZ",
@@ -314,7 +334,7 @@ class CondorBackend(Backend):
         return {i: f"dag{dagman}.{p}" for p, i in enumerate(sorted(indices))}
 
     # ---- scheduler access --------------------------------------------------------------------
-    def _schedd(self, run: Run):
+    def _schedd(self, run: Run) -> Any:
         htcondor2 = _htcondor()
         settings = condor_settings(run)
         try:
@@ -329,7 +349,7 @@ class CondorBackend(Backend):
     def submit(self, run: Run, indices: Sequence[int]) -> dict[int, str]:
         """Render, save and submit all ``indices`` in one ``queue task from`` submission."""
         htcondor2 = _htcondor()
-        spool = bool(condor_settings(run).get("spool"))
+        spool = bool(condor_settings(run).get("spool", condor_defaults()["spool"]))
         indices = sorted(indices)
         text = self.render(run, indices)
         script = run.write_script(self.script_name_for(run), text, executable=False)
@@ -396,8 +416,8 @@ class CondorBackend(Backend):
                 raise UserError(f"condor: cannot reach the schedd ({one_line(exc, 300)})") from None
             alive = {int(ad["ClusterId"]) for ad in ads if int(ad.get("JobStatus", 0)) in (_IDLE, _RUNNING, _HELD)}
             after = (run.manifest.get("after") or {}).get("run", "the other run")
-            for dagman, ids in waiting.items():
-                js = JobState(PENDING, None, f"waiting for {Path(after).name} (DAGMan)") if dagman in alive else \
+            for dag_cluster, ids in waiting.items():
+                js = JobState(PENDING, None, f"waiting for {Path(after).name} (DAGMan)") if dag_cluster in alive else \
                     JobState(CANCELLED, None, f"DAGMan ended before submitting the tasks: {Path(after).name} did not complete")
                 answers.update({jid: js for jid in ids})
         return {**out, **answers}
@@ -466,7 +486,7 @@ class CondorBackend(Backend):
         return {int(s["backend"]["cluster"]): s for s in run.submissions if s.get("backend", {}).get("cluster") is not None}
 
     @staticmethod
-    def _remove(schedd, ids: list[str], reason: str, strict: bool = False) -> None:
+    def _remove(schedd: Any, ids: list[str], reason: str, strict: bool = False) -> None:
         htcondor2 = _htcondor()
         try:
             schedd.act(htcondor2.JobAction.Remove, ids, reason)
@@ -508,7 +528,8 @@ class CondorBackend(Backend):
             entry["outputs"] = [mapping.get(p, p) for p in entry.get("outputs", [])]
             (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
 
-    def _retrieve(self, run: Run, schedd, records, job_ids: list[str], ids: Mapping[str, tuple[int, int]]) -> None:
+    def _retrieve(self, run: Run, schedd: Any, records: Mapping[int, dict[str, Any]], job_ids: list[str],
+                  ids: Mapping[str, tuple[int, int]]) -> None:
         """Spool mode: fetch the finished jobs' files from the schedd and move them into place."""
         try:
             schedd.retrieve(_procs_constraint(ids[j] for j in job_ids))
@@ -554,7 +575,7 @@ def rewrite_argv(argv: Sequence[str], mapping: Mapping[str, str]) -> list[str]:
 
 def harvest(run: Run, folder: Path, index: int) -> None:
     """Move a retrieved spool folder's outputs, then its task files, into the run (outputs first)."""
-    from sbt_batch.batch.task import _archive_previous
+    from sbt_batch.batch.task import archive_previous
 
     task = run.task(index)
     for k, dst in enumerate(task.outputs):
@@ -570,7 +591,7 @@ def harvest(run: Run, folder: Path, index: int) -> None:
         attempt = max(1, run.attempt_of(index))
     target = run.task_dir(index)
     target.mkdir(parents=True, exist_ok=True)
-    _archive_previous(run, index, attempt)
+    archive_previous(run, index, attempt)
     names = sorted(os.listdir(new_files), key=lambda n: n == "state.json")  # state.json last
     for name in names:
         _move_into_place(new_files / name, target / name)
@@ -616,7 +637,7 @@ def _held_state(code: int, reason: str) -> JobState:
     return JobState(HELD, None, hold_words(code, reason))
 
 
-def _state_from_ad(ad) -> JobState:
+def _state_from_ad(ad: Mapping[str, Any]) -> JobState:
     """A JobState from a job ClassAd (JobStatus, ExitCode, HoldReason...)."""
     status = int(ad.get("JobStatus", 0))
     if status == _IDLE:
@@ -640,8 +661,7 @@ def read_event_log(path: Path) -> dict[str, JobState]:
     """Each job's latest state in an HTCondor job event log ({} when the file does not exist yet)."""
     if not path.is_file():
         return {}
-    import htcondor2
-
+    htcondor2 = _htcondor()
     JT = htcondor2.JobEventType
     states: dict[str, JobState] = {}
     try:

@@ -51,6 +51,15 @@ POLL = 0.5
 REMOTE_POLL = 5.0
 
 
+def node_log(message: str) -> None:
+    """One line in this node's job log (the job's stderr, ``logs/condor-<n>-<i>.node<k>.err``), written at once.
+
+    The node wrapper is the job: its stderr is the log people read, whatever the logging level.
+    """
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 # ---- where this node sits ---------------------------------------------------------------------
 
 
@@ -244,14 +253,12 @@ def host_label(node: int) -> str:
 
 def start_rendezvous(ip: str, labels: list[str], per_node: int) -> tuple[Any, int]:
     """Horovod's HTTP rendezvous server on ``ip`` for ``per_node`` ranks on each host label; (server, port)."""
-    try:
-        from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
-        from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
-    except ImportError as exc:
-        raise UserError(f"task condor-node: Horovod's runner is not importable on node 0 ({exc}); "
-                        "build and install it with: bash scripts/build-horovod.sh") from None
-    server = RendezvousHTTPServer((ip, 0), RendezvousHandler, 0)
-    plan = get_host_assignments(parse_hosts(",".join(f"{h}:{per_node}" for h in labels)), len(labels) * per_node)
+    from sbt_batch.common.optional import require
+
+    hosts = require("horovod.runner.common.util.hosts", "task condor-node (node 0)")
+    http = require("horovod.runner.http.http_server", "task condor-node (node 0)")
+    server = http.RendezvousHTTPServer((ip, 0), http.RendezvousHandler, 0)
+    plan = hosts.get_host_assignments(hosts.parse_hosts(",".join(f"{h}:{per_node}" for h in labels)), len(labels) * per_node)
     server.init(plan)
     threading.Thread(target=server.serve_forever, name="rendezvous", daemon=True).start()
     return server, int(server.server_address[1])
@@ -352,16 +359,20 @@ def run_node(run_dir: str | Path, index: int, env: Mapping[str, str] | None = No
     else:
         found = wait_for(exchange, "rendezvous", timeout)
         if found is None:
-            print(f"error: node {node}: no rendezvous address from node 0 within {timeout:.0f} s", file=sys.stderr)
+            node_log(f"error: node {node}: no rendezvous address from node 0 within {timeout:.0f} s")
             return 1
         addr, _, port_text = found.rpartition(":")
         port = int(port_text)
     iface = route_iface(addr, env)
-    print(f"node {node}/{nodes} on {socket.gethostname()}: ranks {node * per_node}-{(node + 1) * per_node - 1} "
-          f"of {nodes * per_node}, rendezvous {addr}:{port} via {iface}; exchange: {exchange.name}", file=sys.stderr, flush=True)
+    node_log(f"node {node}/{nodes} on {socket.gethostname()}: ranks {node * per_node}-{(node + 1) * per_node - 1} "
+             f"of {nodes * per_node}, rendezvous {addr}:{port} via {iface}; exchange: {exchange.name}")
     ranks = Ranks()
-    old = {s: signal.signal(s, lambda signum, _f: (ranks.signalled.append(signum), ranks.terminate()))
-           for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
+
+    def stop(signum: int, _frame: Any) -> None:
+        ranks.signalled.append(signum)
+        ranks.terminate()
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
     try:
         cpus = slot_cpus(env)
         for local in range(per_node):
@@ -408,7 +419,7 @@ def _wait_node0(ranks: Ranks, exchange: Exchange, nodes: int, timeout: float) ->
             if ask and k not in codes and (value := exchange.get(f"exit{k}")) is not None:
                 codes[k] = int(value)
                 if codes[k] != 0 and failed is None:
-                    print(f"error: node {k} exited with {codes[k]}", file=sys.stderr, flush=True)
+                    node_log(f"error: node {k} exited with {codes[k]}")
                     failed = (codes[k], k)
                     ranks.terminate()
         local = ranks.first_failure()
@@ -421,11 +432,11 @@ def _wait_node0(ranks: Ranks, exchange: Exchange, nodes: int, timeout: float) ->
                 break
             if time.monotonic() - finished_at > timeout:
                 missing = sorted(set(range(1, nodes)) - set(codes))
-                print(f"error: nodes {missing} did not report an exit code within {timeout:.0f} s", file=sys.stderr)
+                node_log(f"error: nodes {missing} did not report an exit code within {timeout:.0f} s")
                 return 1, missing[0]
         time.sleep(POLL)
     summary = {"node0": ranks.exit_code(), **{f"node{k}": c for k, c in sorted(codes.items())}}
-    print(f"node exit codes: {json.dumps(summary)}", file=sys.stderr, flush=True)
+    node_log(f"node exit codes: {json.dumps(summary)}")
     return failed if failed is not None else (0, None)
 
 
@@ -469,7 +480,7 @@ def rank_probe(out_dir: Path, fail_rank: int | None = None, exit_code: int = 0, 
                 except OSError:
                     pass
         time.sleep(0.2)
-    record = {k: v for k, v in env.items() if k.startswith("HOROVOD_")}
+    record: dict[str, Any] = {k: v for k, v in env.items() if k.startswith("HOROVOD_")}
     record.update(host=socket.gethostname(), pid=os.getpid(), node=env.get("_CONDOR_PROCNO"), seen=sorted(seen),
                   cwd=os.getcwd())
     out_dir.mkdir(parents=True, exist_ok=True)

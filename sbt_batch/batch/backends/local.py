@@ -20,13 +20,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sbt_batch.batch.backend import CANCELLED, FAILED, PENDING, RUNNING, Backend, JobState, register_backend
+from sbt_batch.batch.profiles import backend_defaults
 from sbt_batch.batch.render import container_prefix, shell_value
 from sbt_batch.batch.run import FINAL_TASK_STATES, T_RUNNING, Run
 from sbt_batch.common.errors import UserError
-
-RUNTIMES = ("apptainer", "podman", "singularity")
 
 
 def _cancel_marker(run: Run, number: int) -> Path:
@@ -62,7 +62,7 @@ def process_alive(pid: int, create_time: float | None = None) -> bool:
 def container_runtime(run: Run) -> str:
     """The runtime for a local job with an image: the configured one, else apptainer or podman on PATH."""
     wanted = run.manifest.get("container_runtime")
-    candidates = [wanted] if wanted else list(RUNTIMES)
+    candidates = [wanted] if wanted else list(backend_defaults("local")["container_runtimes"])
     for name in candidates:
         if shutil.which(name):
             return name
@@ -89,6 +89,12 @@ class LocalBackend(Backend):
     """Run tasks on this machine, in a detached process pool."""
 
     script_name = "local.sh"
+
+    def plan_ranks(self, total: int, nodes: int, mpi: str) -> dict[str, Any]:
+        """One machine: the task runs ``train --ranks T`` (Gloo), which starts the ranks itself."""
+        if nodes > 1:
+            raise UserError(f"--nodes {nodes}: the local backend runs on this machine only")
+        return {"train_args": ["--ranks", str(total), "--launcher", "gloo"]}
 
     def render(self, run: Run, indices: Sequence[int]) -> str:
         """A shell script equivalent to what the runner does (the runner adds pooling and cancel)."""
@@ -269,9 +275,12 @@ def runner_main(run_dir: str, number: int) -> int:
             _reap_group(run, index)
         with lock:
             children.pop(index, None)
-        print(f"{time.strftime('%H:%M:%S')} task {index} exit {rc}", flush=True)
-        with lock, open(_exit_file(run, number), "a") as fh:
-            fh.write(f"{index} {rc}\n")
+        with lock:
+            # the runner's own log (logs/local-<n>.log is its stdout), then the exit codes query() reads
+            sys.stdout.write(f"{time.strftime('%H:%M:%S')} task {index} exit {rc}\n")
+            sys.stdout.flush()
+            with open(_exit_file(run, number), "a") as fh:
+                fh.write(f"{index} {rc}\n")
         return rc
 
     with ThreadPoolExecutor(max_workers=pool_size(run)) as pool:

@@ -16,10 +16,13 @@ local test cluster) do not have.
 
 from __future__ import annotations
 
+import logging
+import os
 import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 from sbt_batch.batch.backend import (
     CANCELLED,
@@ -27,12 +30,14 @@ from sbt_batch.batch.backend import (
     FAILED,
     HELD,
     PENDING,
+    REQUEUE_ASK,
     RUNNING,
     TIMEOUT,
     Backend,
     JobState,
     register_backend,
 )
+from sbt_batch.batch.profiles import backend_defaults
 from sbt_batch.batch.render import Raw, container_prefix, find_template, render_template
 from sbt_batch.batch.resources import format_slurm_time
 from sbt_batch.batch.run import Run
@@ -65,9 +70,18 @@ _STATE_MAP = {
     "SPECIAL_EXIT": FAILED,
 }
 _HOLD_REASONS = {"JobHeldUser", "JobHeldAdmin"}
-SCHEDULER_TIMEOUT = 60.0
-DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's defaults, used when scontrol does not report a value
-DEFAULT_MAX_JOB_COUNT = 10000
+log = logging.getLogger("sbt_batch")
+
+
+def slurm_defaults() -> dict[str, Any]:
+    """This backend's section of the packaged defaults (``sites/defaults.yaml``, ``slurm:``)."""
+    return backend_defaults("slurm")
+
+
+def default_limits() -> dict[str, int]:
+    """Slurm's own MaxArraySize and MaxJobCount, assumed when ``scontrol`` does not report a value."""
+    d = slurm_defaults()
+    return {"MaxArraySize": int(d["max_array_size"]), "MaxJobCount": int(d["max_job_count"])}
 
 
 def read_limits() -> dict[str, int]:
@@ -75,7 +89,7 @@ def read_limits() -> dict[str, int]:
     proc = _run_tool(["scontrol", "show", "config"], "scontrol show config")
     if proc.returncode != 0:
         raise UserError(f"slurm: scontrol show config failed: {_last_line(proc.stderr or proc.stdout)}")
-    limits = {"MaxArraySize": DEFAULT_MAX_ARRAY_SIZE, "MaxJobCount": DEFAULT_MAX_JOB_COUNT}
+    limits = default_limits()
     for line in proc.stdout.splitlines():
         key, _, value = line.partition("=")
         key, value = key.strip(), value.strip().split(" ")[0]
@@ -89,9 +103,7 @@ def _limits_or_none() -> dict[str, int] | None:
     try:
         return read_limits()
     except UserError as exc:
-        import logging
-
-        logging.getLogger("sbt_batch").warning("%s; assuming Slurm's default limits", exc)
+        log.warning("%s; assuming Slurm's default limits", exc)
         return None
 
 
@@ -132,12 +144,13 @@ def array_spec(indices: Sequence[int], throttle: int | None = None) -> str:
 
 def _run_tool(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
     """Run a Slurm client tool; one-line UserError when it cannot run or time out."""
+    timeout = float(slurm_defaults()["scheduler_timeout"])
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=SCHEDULER_TIMEOUT, stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise UserError(f"slurm: {argv[0]} not found (is the Slurm client installed and on PATH?)") from None
     except subprocess.TimeoutExpired:
-        raise UserError(f"slurm: {what} did not answer within {SCHEDULER_TIMEOUT:.0f} s (is slurmctld running?)") from None
+        raise UserError(f"slurm: {what} did not answer within {timeout:.0f} s (is slurmctld running?)") from None
 
 
 def _last_line(text: str) -> str:
@@ -150,13 +163,31 @@ class SlurmBackend(Backend):
     """Submit runs as Slurm job arrays."""
 
     script_name = "array.sh"
+    requeue = REQUEUE_ASK  # a checkpointed task asks `scontrol requeue` for its job (requeue_job)
+
+    def requeue_job(self) -> bool:
+        """Ask Slurm to run this job again (``scontrol requeue $SLURM_JOB_ID``); False when it cannot."""
+        job = os.environ.get("SLURM_JOB_ID")
+        if not job:
+            return False
+        try:
+            proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return proc.returncode == 0
+
+    def plan_ranks(self, total: int, nodes: int, mpi: str) -> dict[str, Any]:
+        """``total`` ranks as ``--ntasks`` of one job, started by ``srun --mpi=pmix`` or ``mpirun`` inside the allocation."""
+        launcher = (["srun", "--mpi=pmix", "--kill-on-bad-exit=1"] if mpi == "srun" else
+                    ["mpirun", "--bind-to", "none", "--map-by", "slot", *(["--allow-run-as-root"] if os.geteuid() == 0 else [])])
+        return {"ntasks": total, "launcher": launcher}
 
     def check(self) -> None:
         """Fail with one line when sbatch is not installed."""
         if not shutil.which("sbatch"):
             raise UserError("slurm: sbatch not found (is the Slurm client installed and on PATH?)")
 
-    def context(self, run: Run, indices: Sequence[int], offset: int = 0, previous: str | None = None) -> dict:
+    def context(self, run: Run, indices: Sequence[int], offset: int = 0, previous: str | None = None) -> dict[str, Any]:
         """The values the array template sees (all shell-quoted when printed) for one array of ``indices``."""
         res = run.resources
         # #SBATCH lines end at a newline whatever the quoting: a value that holds one would start a shell line
@@ -179,7 +210,7 @@ class SlurmBackend(Backend):
             "job_name": run.manifest.get("job_name") or run.name,
             "array": array_spec([i - offset for i in indices], res.get("max_running")),
             "offset": offset,
-            "task_index": Raw('"$((SLURM_ARRAY_TASK_ID + %d))"' % offset if offset else '"$SLURM_ARRAY_TASK_ID"'),
+            "task_index": Raw(f'"$((SLURM_ARRAY_TASK_ID + {offset}))"' if offset else '"$SLURM_ARRAY_TASK_ID"'),
             "log_file": Raw('"logs/slurm-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.out"'),
             "ntasks": res.get("ntasks") or 1,
             "nodes": res.get("nodes"),
@@ -197,7 +228,7 @@ class SlurmBackend(Backend):
             "setup": list(run.manifest.get("setup") or []),
             "launcher": list(run.manifest.get("launcher") or []),
             "container": container_prefix(
-                run.manifest.get("container_runtime") or "apptainer", image, list(run.manifest.get("binds") or []), res.get("gpus") or 0
+                run.manifest.get("container_runtime") or slurm_defaults()["container_runtime"], image, list(run.manifest.get("binds") or []), res.get("gpus") or 0
             ),
             "command": self.task_command(run, "")[:-1],
         }
@@ -211,9 +242,9 @@ class SlurmBackend(Backend):
                             "MaxArraySize run as array id + offset); see slurm/array.sh.j2")
         return text
 
-    def render(self, run: Run, indices: Sequence[int], max_array_size: int = DEFAULT_MAX_ARRAY_SIZE) -> str:
-        """The sbatch script(s) for ``indices``, one per array that the cluster's MaxArraySize needs."""
-        chunks = split_arrays(indices, max_array_size)
+    def render(self, run: Run, indices: Sequence[int], max_array_size: int | None = None) -> str:
+        """The sbatch script(s) for ``indices``, one per array that the cluster's MaxArraySize (default: Slurm's) needs."""
+        chunks = split_arrays(indices, max_array_size or default_limits()["MaxArraySize"])
         texts = [self.render_array(run, idx, off, "PREVIOUS_ARRAY" if k and run.resources.get("max_running") else None)
                  for k, (off, idx) in enumerate(chunks)]
         if len(texts) == 1:
@@ -259,7 +290,7 @@ class SlurmBackend(Backend):
         if limits is None:
             limits = _limits_or_none()
             if limits is None:  # the controller does not answer: sbatch will say so (the run stays, resubmit later)
-                limits = {"MaxArraySize": DEFAULT_MAX_ARRAY_SIZE, "MaxJobCount": DEFAULT_MAX_JOB_COUNT}
+                limits = default_limits()
             else:
                 pack = self._fits(len(indices), limits)
         self._limits, self._pack = None, 1  # a later submission (resubmit) reads them again
@@ -357,9 +388,9 @@ class SlurmBackend(Backend):
             else:
                 meta[jid] = js
         for jid in wanted - set(out):
-            js = meta.get(jid.split("_")[0])
-            if js is not None and not js.active:
-                out[jid] = js
+            array_state = meta.get(jid.split("_")[0])
+            if array_state is not None and not array_state.active:
+                out[jid] = array_state
         return out
 
     def cancel(self, run: Run, job_ids: Sequence[str]) -> None:
