@@ -73,3 +73,23 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 def sbt():
     """Fixture form of :func:`run_sbt`."""
     return run_sbt
+
+
+def frozen_graph_def(pb: Path):
+    """The GraphDef of an exported frozen graph (``export --format frozen-pb``)."""
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(Path(pb).read_bytes())
+    return graph_def
+
+
+def run_frozen_graph(graph_def, nodes: dict, x):
+    """The frozen graph's output for the input batch ``x`` (``nodes``: the export's model.pb.json)."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default() as g:
+        tf.compat.v1.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session(graph=g) as sess:
+            return sess.run(nodes["outputs"][0], {nodes["inputs"][0]: x})
+

@@ -185,3 +185,53 @@ def test_standardize_stats_from_train_split(tiny: tuple[list[Path], list[Path]])
     x = np.maximum(stream.read_raw(ids), 0).astype(np.float64)
     mean, std = DS.compute_standardize(stream, ids)
     assert mean == pytest.approx(x.mean()) and std == pytest.approx(x.std())
+
+
+def test_et_over_rho_channel_is_normalized_on_its_own() -> None:
+    x = np.tile(np.array([-2000.0, 0.0, 1000.0, 3000.0], np.float32), (3, 2, 8))  # (3, 2, 32)
+    rho = np.array([1000.0, 0.0, np.nan], np.float32)  # the last two: no pile-up estimate
+    p = D.Preprocess([0, 1], "standardize", mean=1000.0, std=500.0, inputs="et,et_over_rho", mean2=1.0, std2=2.0)
+    assert p.uses_rho and p.input_shape == (2, 32, 2)
+    out = p.apply(x, rho)
+    assert out.shape == (3, 2, 32, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[..., 0], D.Preprocess([0, 1], "standardize", mean=1000.0, std=500.0).apply(x)[..., 0])
+    np.testing.assert_allclose(out[0, 0, :4, 1], ([0.0, 0.0, 1.0, 3.0] - np.float32(1.0)) / 2.0)  # clip, / rho, own stats
+    np.testing.assert_allclose(out[1:, ..., 1], -0.5)  # rho <= 0 or NaN: a zero ET / rho channel before standardize
+    logs = D.Preprocess([0, 1], "log1p", inputs="et,et_over_rho").apply(x, rho)
+    np.testing.assert_allclose(logs[0, 0, 2:4, 1], np.log1p([1.0, 3.0]), rtol=1e-6)  # log1p of the ratio, no MeV scale
+    with pytest.raises(UserError, match="offlineRho"):
+        p.apply(x)
+    assert D.check_inputs(" et , et_over_rho", False) == "et,et_over_rho"
+    with pytest.raises(UserError, match="--inputs: unknown inputs 'rho'"):
+        D.check_inputs("rho", False)
+    with pytest.raises(UserError, match="--rgb"):
+        D.check_inputs("et,et_over_rho", True)
+    assert D.Preprocess.from_dict({"rows": "0:2", "norm": "none"}).inputs == "et"  # a run from before --inputs
+
+
+def test_stream_reads_rho_and_standardizes_both_channels(tiny: tuple[list[Path], list[Path]]) -> None:
+    sig, bkg = tiny
+    for i, p in enumerate(sig + bkg):
+        with h5py.File(p, "a") as f:
+            f["offlineRho"][:] = 500.0 * (i + 1)
+    sources = D.open_sources(sig, bkg)
+    D.check_rho(sources)
+    index = D.EventIndex(sources)
+    stream = DS.EventStream(index, D.Preprocess(list(range(5)), "standardize", inputs="et,et_over_rho"))
+    ids = np.array([139, 0, 75, 41, 5])
+    rho = stream.read_rho(ids)
+    files, _ = index.locate(ids)
+    np.testing.assert_array_equal(rho, 500.0 * (files + 1))
+    stream.prep.mean, stream.prep.std = DS.compute_standardize(stream, np.arange(index.n))
+    stream.prep.mean2, stream.prep.std2 = DS.compute_standardize_over_rho(stream, np.arange(index.n))
+    x = stream.read(np.arange(index.n))
+    assert x.shape == (index.n, 5, 32, 2)
+    np.testing.assert_allclose(x.reshape(-1, 2).mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(x.reshape(-1, 2).std(axis=0), 1.0, rtol=1e-4)
+    stream.load_cache(ids)
+    np.testing.assert_array_equal(stream.read(ids), x[ids])
+    stream.close()
+    with h5py.File(bkg[0], "a") as f:
+        del f["offlineRho"]
+    with pytest.raises(UserError, match="no 'offlineRho' dataset"):
+        D.check_rho(D.open_sources(sig, bkg))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_sbt
+from conftest import assert_one_line_error, frozen_graph_def, run_frozen_graph, run_sbt
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,6 @@ def reference(run: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_frozen_pb_equals_keras(run: Path, reference) -> None:
-    import tensorflow as tf
 
     from sbt_batch.cnn.export import export_run
 
@@ -42,14 +41,10 @@ def test_frozen_pb_equals_keras(run: Path, reference) -> None:
     pb = Path(info["path"])
     nodes = json.loads((run / "export" / "model.pb.json").read_text())
     assert nodes["inputs"] == ["input:0"] and nodes["outputs"] == ["Identity:0"] and nodes["input_shape"] == [None, 26, 32, 1]
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(pb.read_bytes())
+    graph_def = frozen_graph_def(pb)
     assert not any(n.op in ("VarHandleOp", "ReadVariableOp") for n in graph_def.node)  # variables folded
     x, ref = reference
-    with tf.Graph().as_default() as g:
-        tf.compat.v1.import_graph_def(graph_def, name="")
-        with tf.compat.v1.Session(graph=g) as sess:
-            got = sess.run(nodes["outputs"][0], {nodes["inputs"][0]: x})
+    got = run_frozen_graph(graph_def, nodes, x)
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
@@ -97,3 +92,31 @@ def test_jpeg_sets_via_cli(run: Path) -> None:
 def test_export_cli_errors(run: Path, tmp_path: Path) -> None:
     assert_one_line_error(run_sbt("export", run, "--format", "tflite"), "unknown format 'tflite'")
     assert_one_line_error(run_sbt("export", tmp_path / "none", "--format", "onnx"), "run directory not found")
+
+
+def test_two_channel_et_over_rho_exports_equal_keras(tmp_path: Path, gfex_signal, gfex_background) -> None:
+    """--inputs et,et_over_rho: a (rows, 32, 2) input; frozen pb and ONNX (with phi x eta TTA) equal Keras."""
+    import onnxruntime as ort
+
+    from sbt_batch.cnn.evaluate import load_run_model, run_stream
+    from sbt_batch.cnn.export import export_run
+    from sbt_batch.cnn.symmetry import with_tta
+    from sbt_batch.cnn.train import train
+    from sbt_batch.common.rundir import RunDir
+
+    out = tmp_path / "run"
+    train(signal=gfex_signal, background=gfex_background, model="2c2m", padding="circular", tta="eta",
+          inputs="et,et_over_rho", out=str(out), epochs=1, max_events=60, split="0.5,0.2,0.3", seed=2,
+          max_steps=2, progress=False)
+    rd = RunDir(out)
+    stream, _, split = run_stream(rd)
+    x = stream.read(split["test"])
+    assert x.shape[1:] == (26, 32, 2) and rd.read_config()["preprocess"]["std2"] != 1.0
+    ref = np.asarray(with_tta(load_run_model(rd), "eta")(x))
+    info = export_run(out, "frozen-pb")
+    nodes = json.loads(Path(info["nodes"]).read_text())
+    assert nodes["input_shape"] == [None, 26, 32, 2]
+    got = run_frozen_graph(frozen_graph_def(info["path"]), nodes, x)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    sess_onnx = ort.InferenceSession(export_run(out, "onnx")["path"], providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess_onnx.run(None, {sess_onnx.get_inputs()[0].name: x})[0], ref, atol=1e-5)

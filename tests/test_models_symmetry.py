@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import frozen_graph_def, run_frozen_graph
 
 from sbt_batch.cnn import models as M
 from sbt_batch.cnn import symmetry as S
@@ -88,7 +89,6 @@ def sym_run(tmp_path_factory, gfex_signal, gfex_background) -> Path:
 
 def test_export_frozen_pb_and_onnx_match_keras_with_tta(sym_run: Path) -> None:
     import onnxruntime as ort
-    import tensorflow as tf
 
     from sbt_batch.cnn.evaluate import evaluate_run, load_run_model, run_stream
     from sbt_batch.cnn.export import export_run
@@ -102,12 +102,7 @@ def test_export_frozen_pb_and_onnx_match_keras_with_tta(sym_run: Path) -> None:
     ref = (np.asarray(model(x)) + np.asarray(model(x[:, ::-1].copy()))) / 2  # tta: eta
     info = export_run(sym_run, "frozen-pb")
     nodes = json.loads(Path(info["nodes"]).read_text())
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(Path(info["path"]).read_bytes())
-    with tf.Graph().as_default() as g:
-        tf.compat.v1.import_graph_def(graph_def, name="")
-        with tf.compat.v1.Session(graph=g) as sess:
-            got = sess.run(nodes["outputs"][0], {nodes["inputs"][0]: x})
+    got = run_frozen_graph(frozen_graph_def(info["path"]), nodes, x)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     info = export_run(sym_run, "onnx")
     sess = ort.InferenceSession(info["path"], providers=["CPUExecutionProvider"])
@@ -144,3 +139,17 @@ def test_bad_symmetry_options(gfex_signal, gfex_background) -> None:
         TrainConfig.from_options({**base, "tta": "all"})
     with pytest.raises(UserError, match="--padding"):
         TrainConfig.from_options({**base, "padding": "same"})
+
+
+def test_res3_wide_is_under_100k_and_models_take_two_channels() -> None:
+    """res3-wide (24, 48, 48) stays FPGA-sized; every model takes its channel count from the input (ET, ET / rho)."""
+    wide = M.model_cost(M.build_model("res3-wide", (26, 32, 1), padding="circular"))
+    assert wide == {"parameters": 89234, "macs": 17510400}
+    x = _x(3, c=2)
+    for name in ("2c2m", "2c2m-dropout", "res3", "res3-wide"):
+        model = M.build_model(name, (26, 32, 2), padding="circular")
+        assert model.input_shape == (None, 26, 32, 2) and np.asarray(model(x)).shape == (3, 2)
+    rng = np.random.default_rng(1)
+    y = S.augment_batch(x, "full", rng)  # every channel of an event gets the same roll and reflection
+    for i in range(len(x)):
+        assert any(np.array_equal(y[i : i + 1], S.transform(x[i : i + 1], s, f)) for s, f in S.group_elements("full"))

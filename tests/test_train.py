@@ -161,3 +161,19 @@ def test_cli_bad_inputs(tmp_path: Path, gfex_signal, gfex_background, odd_files)
     r = run_sbt("train", "--resume", tmp_path / "nope")
     assert_one_line_error(r, "run directory not found")
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_bad_inputs_option(tmp_path: Path, gfex_signal, gfex_background) -> None:
+    """--inputs: an unknown value, with --rgb, and files without offlineRho each get one line naming the key or file."""
+    sig, bkg = str(gfex_signal[0]), str(gfex_background[0])
+    out = str(tmp_path / "run")
+    r = run_sbt("train", "--signal", sig, "--background", bkg, "--inputs", "et,rho", "--out", out)
+    assert_one_line_error(r, "--inputs: unknown inputs 'et,rho'")
+    r = run_sbt("train", "--signal", sig, "--background", bkg, "--inputs", "et,et_over_rho", "--rgb", "--out", out)
+    assert_one_line_error(r, "--inputs", "--rgb")
+    norho = tmp_path / "norho.h5"
+    with h5py.File(norho, "w") as f:
+        f.create_dataset("gTowerEt", data=np.ones((10, 28, 32), np.float32))
+    r = run_sbt("train", "--signal", sig, "--background", norho, "--inputs", "et,et_over_rho", "--out", out)
+    assert_one_line_error(r, "norho.h5", "no 'offlineRho' dataset")
+    assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ so that ``sbt-batch --help`` stays fast.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -27,6 +28,18 @@ def _fail(message: str, code: int) -> None:
     """Print one ``error:`` line on stderr and exit with ``code``."""
     sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
     sys.exit(code)
+
+
+def _fail_if_signalled() -> None:
+    """After a signal, end with its one line: an interrupt inside a C extension can surface as another exception."""
+    from sbt_batch.common.fileio import signal_received
+
+    received = signal_received()
+    if received == signal.SIGINT:
+        _fail(_INTERRUPTED, EXIT_SIGNAL_BASE + 2)
+    if received is not None:
+        stopped = Terminated(received)
+        _fail(str(stopped), stopped.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,9 +70,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_FAILURE)
     except (OSError, RuntimeError) as exc:  # a full disk or quota deep inside a library (h5py, Keras, matplotlib)
         if not is_disk_full(exc):
+            _fail_if_signalled()
             raise
         err = disk_full_error(getattr(exc, "filename", None) or "output", exc)
         _fail(str(err), err.exit_code)
+    except Exception:
+        _fail_if_signalled()
+        raise
     if result == EXIT_SIGNAL_BASE + 2:  # typer turns KeyboardInterrupt (SIGINT, Ctrl-C) into a silent exit 130
         _fail(_INTERRUPTED, result)
     sys.exit(result if isinstance(result, int) else 0)

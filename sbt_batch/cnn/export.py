@@ -102,18 +102,17 @@ def export_onnx(model: Any, target: Path, opset: int = 17) -> tuple[Path, list[s
 def export_jpeg(run: RunDir, target: Path, max_images: int | None = None, quality: int = 95) -> tuple[Path, int]:
     """The run's train/val/test images as viridis JPEGs (``train_images/<i>_train.jpeg``...) plus labels.csv."""
     from sbt_batch.cnn import prepare as D
-    from sbt_batch.cnn import stream as DS
     from sbt_batch.cnn.evaluate import run_stream
 
     Image = require("PIL.Image", _purpose("jpeg"))
     stream, _ids, split = run_stream(run)
     assert split is not None
-    grey = dataclasses.replace(stream.prep, rgb=False)  # normalized grey images, colored below
+    grey = dataclasses.replace(stream.prep, rgb=False, inputs="et")  # normalized grey ET images, colored below
     index = stream.index
     rows = []
     try:
         with atomic_dir(target) as tmp:
-            for name in DS.SPLIT_NAMES:
+            for name in D.SPLIT_NAMES:
                 ids = split.get(name, np.zeros(0, np.int64))[: max_images]
                 folder = tmp / f"{name}_images"
                 folder.mkdir()

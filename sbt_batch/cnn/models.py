@@ -151,24 +151,33 @@ def _padded(keras: Any, spec: ModelSpec, padding: str) -> list[Any]:
     return out
 
 
-@register("res3", "three residual blocks (16, 32, 32 filters; 3x3 convs, 2x2 max-pools), flatten, dense: ~42k parameters",
-          takes_padding=True)
-def _res3(keras: Any, padding: str = "valid") -> list[Any]:
+def residual_layers(keras: Any, padding: str, filters: tuple[int, int, int]) -> list[Any]:
+    """A 3x3 stem conv and three residual blocks of ``filters`` (2x2 max-pools after the first two), flattened."""
     from sbt_batch.cnn.symmetry import keras_layers, pad_modes
 
     phi, eta = pad_modes(padding) if padding != "valid" else ("zero", "zero")  # valid: 'same' zero padding
     L = keras_layers()
     return [
         L["PhiPad"](1, eta, phi),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        L["ResidualBlock"](16, eta, phi),
+        keras.layers.Conv2D(filters[0], 3, activation="relu"),
+        L["ResidualBlock"](filters[0], eta, phi),
         _pool(keras),
-        L["ResidualBlock"](32, eta, phi),
+        L["ResidualBlock"](filters[1], eta, phi),
         _pool(keras),
-        L["ResidualBlock"](32, eta, phi),
+        L["ResidualBlock"](filters[2], eta, phi),
         keras.layers.Flatten(),
     ]
 
+
+@register("res3", "three residual blocks (16, 32, 32 filters; 3x3 convs, 2x2 max-pools), flatten, dense: 40,802 parameters",
+          takes_padding=True)
+def _res3(keras: Any, padding: str = "valid") -> list[Any]:
+    return residual_layers(keras, padding, (16, 32, 32))
+
+
+@register("res3-wide", "res3 with 24, 48, 48 filters: 89,234 parameters", takes_padding=True)
+def _res3_wide(keras: Any, padding: str = "valid") -> list[Any]:
+    return residual_layers(keras, padding, (24, 48, 48))
 
 
 def custom_objects() -> dict[str, Any]:

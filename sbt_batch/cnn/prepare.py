@@ -19,11 +19,7 @@ INPUTS = ("et", "et,et_over_rho")  # --inputs: image channels (ET; ET and ET / r
 SIGNAL, BACKGROUND = 1, 0
 NORMS = ("none", "log1p", "standardize", "max")
 NEGATIVES = ("clip", "keep")
-BALANCES = ("weights", "oversample", "none")
-CACHES = ("auto", "memory", "stream")
 SPLIT_NAMES = ("train", "val", "test")
-READ_GAP = 64  # rows: ids closer than this in one file are read with one slice
-WINDOW_BYTES = 32 * 2**20  # a read/shuffle window holds at most this much (or one batch)
 
 
 # --------------------------------------------------------------------------- files and labels

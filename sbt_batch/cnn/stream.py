@@ -9,16 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from sbt_batch.cnn.prepare import RHO_DATASET, EventIndex, Preprocess, open_h5, read_block
+from sbt_batch.cnn.prepare import BACKGROUND, DATASET, RHO_DATASET, SIGNAL, EventIndex, Preprocess, open_h5, read_block
 from sbt_batch.common.errors import InputFileError, UserError
 
-DATASET = "gTowerEt"
-SIGNAL, BACKGROUND = 1, 0
-NORMS = ("none", "log1p", "standardize", "max")
-NEGATIVES = ("clip", "keep")
 BALANCES = ("weights", "oversample", "none")
 CACHES = ("auto", "memory", "stream")
-SPLIT_NAMES = ("train", "val", "test")
 READ_GAP = 64  # rows: ids closer than this in one file are read with one slice
 WINDOW_BYTES = 32 * 2**20  # a read/shuffle window holds at most this much (or one batch)
 

@@ -147,7 +147,16 @@ def _raise_deferred_disk_full(target: Path) -> None:
         raise disk_full_error(target, exc)
 
 
+_RECEIVED: list[int] = []  # the signals _on_signal handled, in order
+
+
+def signal_received() -> int | None:
+    """The first SIGTERM/SIGHUP/SIGINT that :func:`install_signal_cleanup`'s handler received, or None."""
+    return _RECEIVED[0] if _RECEIVED else None
+
+
 def _on_signal(signum: int, _frame: Any) -> None:
+    _RECEIVED.append(signum)
     cleanup_temporaries()
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
