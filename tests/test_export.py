@@ -95,7 +95,8 @@ def test_export_cli_errors(run: Path, tmp_path: Path) -> None:
 
 
 def test_two_channel_et_over_rho_exports_equal_keras(tmp_path: Path, gfex_signal, gfex_background) -> None:
-    """--inputs et,et_over_rho: a (rows, 32, 2) input; frozen pb and ONNX (with phi x eta TTA) equal Keras."""
+    """--inputs et,et_over_rho: a (rows, 32, 2) input to 3c-gpool (global max and mean pool); frozen pb and ONNX
+    (with eta TTA) equal Keras."""
     import onnxruntime as ort
 
     from sbt_batch.cnn.evaluate import load_run_model, run_stream
@@ -105,7 +106,7 @@ def test_two_channel_et_over_rho_exports_equal_keras(tmp_path: Path, gfex_signal
     from sbt_batch.common.rundir import RunDir
 
     out = tmp_path / "run"
-    train(signal=gfex_signal, background=gfex_background, model="2c2m", padding="circular", tta="eta",
+    train(signal=gfex_signal, background=gfex_background, model="3c-gpool", padding="circular", tta="eta",
           inputs="et,et_over_rho", out=str(out), epochs=1, max_events=60, split="0.5,0.2,0.3", seed=2,
           max_steps=2, progress=False)
     rd = RunDir(out)

@@ -146,7 +146,9 @@ def test_res3_wide_is_under_100k_and_models_take_two_channels() -> None:
     wide = M.model_cost(M.build_model("res3-wide", (26, 32, 1), padding="circular"))
     assert wide == {"parameters": 89234, "macs": 17510400}
     x = _x(3, c=2)
-    for name in ("2c2m", "2c2m-dropout", "res3", "res3-wide"):
+    assert M.model_cost(M.build_model("3c-gpool", (26, 32, 1), padding="circular")) == {"parameters": 64130,
+                                                                                         "macs": 5851264}
+    for name in ("2c2m", "2c2m-dropout", "res3", "res3-wide", "3c-gpool"):
         model = M.build_model(name, (26, 32, 2), padding="circular")
         assert model.input_shape == (None, 26, 32, 2) and np.asarray(model(x)).shape == (3, 2)
     rng = np.random.default_rng(1)

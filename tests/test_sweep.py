@@ -61,7 +61,7 @@ def test_bad_sweep_configs_fail_before_anything_is_submitted(tmp_path: Path, gfe
 def test_shipped_sweep_config_is_valid() -> None:
     sweep = load_sweep(REPO / "jobs" / "sweep-gfex.yaml")
     models = {p.get("model") for p in sweep.points.values()}
-    assert {"1c", "2c", "1c1m", "2c2m", "2c2m-dropout", "res3"} <= models
+    assert {"1c", "2c", "1c1m", "2c2m", "2c2m-dropout", "res3", "3c-gpool"} <= models
     assert sweep.seeds == [1, 2, 3] and sweep.base["split"] == "0.5,0.1,0.4"
     assert any(p.get("augment", "none") != "none" and p.get("padding", "valid") != "valid" for p in sweep.points.values())
     assert point_id({"model": "res3", "augment": "full"}) == "res3_augment=full"

@@ -180,6 +180,15 @@ def _res3_wide(keras: Any, padding: str = "valid") -> list[Any]:
     return residual_layers(keras, padding, (24, 48, 48))
 
 
+@register("3c-gpool", "three 3x3 convs (32, 64, 64; 2x2 max-pools after the first two), global max and mean pool, "
+          "dense 64, dropout 0.25: 64,130 parameters")
+def _m3c_gpool(keras: Any) -> list[Any]:
+    from sbt_batch.cnn.symmetry import keras_layers
+
+    return [_conv(keras, 32), _pool(keras), _conv(keras, 64), _pool(keras), _conv(keras, 64),
+            keras_layers()["GlobalMaxMean"](), keras.layers.Dense(64, activation="relu"), keras.layers.Dropout(0.25)]
+
+
 def custom_objects() -> dict[str, Any]:
     """Custom layers a saved model.keras may hold (pass to ``keras.models.load_model``)."""
     from sbt_batch.cnn.symmetry import keras_layers
@@ -192,40 +201,24 @@ def model_cost(model: Any) -> dict[str, int]:
     keras = import_keras(PURPOSE)
 
     macs = 0
-
-    def conv_macs(conv: Any, out_shape: Any) -> int:
-        kh, kw = conv.kernel_size
-        cin = conv.kernel.shape[2]
-        return int(out_shape[1] * out_shape[2] * kh * kw * cin * conv.filters)
-
-    for layer in _flat_layers(model):
+    for layer, out_shape in _cost_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
-            macs += conv_macs(layer, layer._out_shape)
+            kh, kw = layer.kernel_size
+            macs += int(out_shape[1] * out_shape[2] * kh * kw * layer.kernel.shape[2] * layer.filters)
         elif isinstance(layer, keras.layers.Dense):
             macs += int(layer.kernel.shape[0] * layer.kernel.shape[1])
     params = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
     return {"parameters": params, "macs": macs}
 
 
-def _flat_layers(model: Any) -> list[Any]:
-    """Every leaf layer of a Sequential model, looking inside residual blocks (output shapes recorded)."""
-    keras = import_keras(PURPOSE)
-
+def _cost_layers(model: Any) -> list[tuple[Any, Any]]:
+    """Every leaf layer of a Sequential model with its output shape, looking inside composite layers."""
     out = []
     shape = model.input_shape
     for layer in model.layers:
-        if type(layer).__name__ == "ResidualBlock":
-            padded = layer.pad.compute_output_shape(shape)
-            for conv, s in ((layer.conv1, padded), (layer.conv2, padded)):
-                conv._out_shape = (s[0], s[1] - 2, s[2] - 2, conv.filters)
-                out.append(conv)
-            if layer.proj is not None:
-                layer.proj._out_shape = (*shape[:3], layer.filters)
-                out.append(layer.proj)
-        elif isinstance(layer, keras.layers.Conv2D):
-            layer._out_shape = layer.compute_output_shape(shape)
-            out.append(layer)
+        if hasattr(layer, "cost_layers"):  # ResidualBlock: its convolutions
+            out.extend(layer.cost_layers(shape))
         else:
-            out.append(layer)
+            out.append((layer, layer.compute_output_shape(shape)))
         shape = layer.compute_output_shape(shape)
     return out

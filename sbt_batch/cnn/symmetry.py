@@ -81,7 +81,7 @@ def averaged_scores(score_fn: Any, x: np.ndarray, group: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def keras_layers() -> dict[str, type]:
-    """The custom Keras layers (PhiPad, ResidualBlock, SymmetryAverage), registered for model.keras loading."""
+    """The custom Keras layers (PhiPad, ResidualBlock, GlobalMaxMean, SymmetryAverage), registered for model.keras loading."""
     keras: Any = import_keras("building a CNN")
     ops = keras.ops
 
@@ -141,8 +141,23 @@ def keras_layers() -> dict[str, type]:
         def compute_output_shape(self, shape: Any) -> Any:
             return (*shape[:3], self.filters)
 
+        def cost_layers(self, shape: Any) -> list[tuple[Any, Any]]:
+            """The convolutions inside, each with its output shape (for ``models.model_cost``)."""
+            out = [(self.conv1, (*shape[:3], self.filters)), (self.conv2, (*shape[:3], self.filters))]
+            return out + ([(self.proj, (*shape[:3], self.filters))] if self.proj is not None else [])
+
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "filters": self.filters, "eta": self.eta, "phi": self.phi}
+
+    @keras.saving.register_keras_serializable(package="sbt_batch")
+    class GlobalMaxMean(keras.layers.Layer):
+        """(N, H, W, C) -> (N, 2C): the maximum and the mean of each channel over the image."""
+
+        def call(self, x: Any) -> Any:
+            return ops.concatenate([ops.max(x, axis=(1, 2)), ops.mean(x, axis=(1, 2))], axis=1)
+
+        def compute_output_shape(self, shape: Any) -> Any:
+            return (shape[0], 2 * shape[-1])
 
     @keras.saving.register_keras_serializable(package="sbt_batch")
     class SymmetryAverage(keras.layers.Layer):
@@ -160,7 +175,8 @@ def keras_layers() -> dict[str, type]:
                 outs.append(self.inner(ops.flip(g, axis=1) if flip else g))
             return ops.mean(ops.stack(outs, axis=0), axis=0)
 
-    return {"PhiPad": PhiPad, "ResidualBlock": ResidualBlock, "SymmetryAverage": SymmetryAverage}
+    return {"PhiPad": PhiPad, "ResidualBlock": ResidualBlock, "GlobalMaxMean": GlobalMaxMean,
+            "SymmetryAverage": SymmetryAverage}
 
 
 def pad_modes(padding: str) -> tuple[str, str]:
