@@ -22,6 +22,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import yaml
 from machine import cpu_model
 
 from sbt_batch.cnn import prepare as D
@@ -89,6 +90,12 @@ def reference_aucs(features: np.ndarray, labels: np.ndarray, splits: int) -> lis
     return out
 
 
+def run_label(run: Path) -> str:
+    """'model, split_seed S, seed N' of a run directory, from its config.yaml."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    return f"{cfg['model']}, split_seed {cfg.get('split_seed') or cfg['seed']}, seed {cfg['seed']}"
+
+
 def bootstrap_se(run: Path, draws: int = 2000) -> tuple[float, float, int]:
     """(test AUC, bootstrap standard error, events) of a finished run's eval/roc.npz."""
     with np.load(run / "eval" / "roc.npz") as z:
@@ -128,7 +135,7 @@ def main() -> None:
                   "| run | test AUC | bootstrap SE | test events |", "|---|---|---|---|"]
         for run in args.runs:
             auc, se, n = bootstrap_se(run)
-            lines.append(f"| {run} | {auc:.4f} | {se:.4f} | {n} |")
+            lines.append(f"| {run_label(run)} | {auc:.4f} | {se:.4f} | {n} |")
     text = "\n".join(lines) + "\n"
     out = REPO / "benchmarks" / "results" / "split_variation.md"
     out.write_text(text)
