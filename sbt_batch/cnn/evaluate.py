@@ -32,7 +32,8 @@ def load_run_model(run: RunDir) -> Any:
 
         return keras.models.load_model(run.model, compile=False, custom_objects=custom_objects())
     except Exception as exc:  # zipfile, h5py, json and Keras all raise their own types for a damaged file
-        raise InputFileError(run.model, f"cannot load the model: damaged or truncated ({type(exc).__name__})") from None
+        why = "damaged or truncated, or saved from model code this installation lacks"  # e.g. a layer without build()
+        raise InputFileError(run.model, f"cannot load the model: {why} ({type(exc).__name__})") from None
 
 
 def run_preprocess(run: RunDir, cfg: dict[str, Any]) -> Any:
