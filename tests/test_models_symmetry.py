@@ -141,13 +141,15 @@ def test_bad_symmetry_options(gfex_signal, gfex_background) -> None:
         TrainConfig.from_options({**base, "padding": "same"})
 
 
-def test_res3_wide_is_under_100k_and_models_take_two_channels() -> None:
-    """res3-wide (24, 48, 48) stays FPGA-sized; every model takes its channel count from the input (ET, ET / rho)."""
+def test_res3_wide_and_3c_gpool_are_under_100k_and_models_take_two_channels() -> None:
+    """res3-wide and 3c-gpool stay FPGA-sized; every model takes its channel count from the input (ET, ET / rho)."""
     wide = M.model_cost(M.build_model("res3-wide", (26, 32, 1), padding="circular"))
     assert wide == {"parameters": 89234, "macs": 17510400}
+    gpool = M.build_model("3c-gpool", (26, 32, 1), padding="circular")
+    assert M.model_cost(gpool) == {"parameters": 64130, "macs": 5851264}
+    one = _x(4)  # two 2x2 pools: a roll by 4 towers in phi is a roll by 1 of the last feature map, which global pools forget
+    np.testing.assert_allclose(np.asarray(gpool(np.roll(one, 4, axis=2))), np.asarray(gpool(one)), atol=1e-5)
     x = _x(3, c=2)
-    assert M.model_cost(M.build_model("3c-gpool", (26, 32, 1), padding="circular")) == {"parameters": 64130,
-                                                                                         "macs": 5851264}
     for name in ("2c2m", "2c2m-dropout", "res3", "res3-wide", "3c-gpool"):
         model = M.build_model(name, (26, 32, 2), padding="circular")
         assert model.input_shape == (None, 26, 32, 2) and np.asarray(model(x)).shape == (3, 2)
