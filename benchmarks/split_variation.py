@@ -20,12 +20,12 @@ import glob
 from datetime import UTC, datetime
 from pathlib import Path
 
-import h5py
 import numpy as np
 import yaml
 from machine import cpu_model
 
 from sbt_batch.cnn import prepare as D
+from sbt_batch.cnn.stream import EventStream
 from sbt_batch.common.metrics import auc, roc_curve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,15 +39,16 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def load_events() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cropped images in GeV (N, 26, 32), rho in GeV and labels (1 signal), in ``sbt-batch train``'s event order."""
+    """Images in GeV (N, rows, 32; the non-zero rows, as ``train`` crops them), rho in GeV and labels (1 signal)."""
     sources = D.open_sources(sorted(glob.glob(str(DATA / "*ZvvHbb*.hdf5"))), sorted(glob.glob(str(DATA / "*JZ0W*.hdf5"))))
-    images, rho = [], []
-    for src in sources:
-        with h5py.File(src.path, "r") as f:
-            images.append(f["gTowerEt"][:, :26])
-            rho.append(f["offlineRho"][:])
-    labels = (D.EventIndex(sources).labels == D.SIGNAL).astype(np.int64)
-    return np.maximum(np.concatenate(images), 0) / 1000.0, np.concatenate(rho) / 1000.0, labels
+    index = D.EventIndex(sources)
+    stream = EventStream(index, D.Preprocess(D.find_nonzero_rows(sources), norm="none"))
+    ids = np.arange(index.n)
+    try:
+        images, rho = stream.read_raw(ids), stream.read_rho(ids)
+    finally:
+        stream.close()
+    return np.maximum(images, 0) / 1000.0, rho / 1000.0, (index.labels == D.SIGNAL).astype(np.int64)
 
 
 def window_max(images: np.ndarray, k: int) -> np.ndarray:

@@ -34,7 +34,6 @@ def reference(run: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_frozen_pb_equals_keras(run: Path, reference) -> None:
-
     from sbt_batch.cnn.export import export_run
 
     info = export_run(run, "frozen-pb")

@@ -216,9 +216,10 @@ def _cost_layers(model: Any) -> list[tuple[Any, Any]]:
     out = []
     shape = model.input_shape
     for layer in model.layers:
+        out_shape = layer.compute_output_shape(shape)
         if hasattr(layer, "cost_layers"):  # ResidualBlock: its convolutions
             out.extend(layer.cost_layers(shape))
         else:
-            out.append((layer, layer.compute_output_shape(shape)))
-        shape = layer.compute_output_shape(shape)
+            out.append((layer, out_shape))
+        shape = out_shape
     return out

@@ -143,8 +143,8 @@ def keras_layers() -> dict[str, type]:
 
         def cost_layers(self, shape: Any) -> list[tuple[Any, Any]]:
             """The convolutions inside, each with its output shape (for ``models.model_cost``)."""
-            out = [(self.conv1, (*shape[:3], self.filters)), (self.conv2, (*shape[:3], self.filters))]
-            return out + ([(self.proj, (*shape[:3], self.filters))] if self.proj is not None else [])
+            out_shape = self.compute_output_shape(shape)  # every conv keeps the block's output shape
+            return [(conv, out_shape) for conv in (self.conv1, self.conv2, self.proj) if conv is not None]
 
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "filters": self.filters, "eta": self.eta, "phi": self.phi}

@@ -147,16 +147,18 @@ def _raise_deferred_disk_full(target: Path) -> None:
         raise disk_full_error(target, exc)
 
 
-_RECEIVED: list[int] = []  # the signals _on_signal handled, in order
+_first_signal: int | None = None  # the first signal _on_signal handled
 
 
 def signal_received() -> int | None:
     """The first SIGTERM/SIGHUP/SIGINT that :func:`install_signal_cleanup`'s handler received, or None."""
-    return _RECEIVED[0] if _RECEIVED else None
+    return _first_signal
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
-    _RECEIVED.append(signum)
+    global _first_signal
+    if _first_signal is None:
+        _first_signal = signum
     cleanup_temporaries()
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
